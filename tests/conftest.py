@@ -1,0 +1,45 @@
+"""Fixtures shared by every test tier (see README, "Tests").
+
+Tiers, by marker: ``core`` (plain torch), ``comfy`` (ComfyUI in-process, tiny real models),
+``server`` (a live ComfyUI server over HTTP), ``browser`` (the real frontend in headless Chromium).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import harness
+
+
+def pytest_configure(config):
+    # Fail at collection with the fix, not with an ImportError deep inside a test.
+    try:
+        harness.check_comfy_install()
+    except harness.ComfyInstallError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI imported in-process on the CPU; returns ComfyUI's ``nodes`` module."""
+    return harness.import_comfy()
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """This checkout imported as the package ``boxdirector`` (relative imports, like ComfyUI)."""
+    return harness.import_pack()
+
+
+@pytest.fixture(scope="session")
+def pack_nodes(comfy):
+    """The pack's nodes, registered through ComfyUI's own custom-node loader: {node_id: class}."""
+    return harness.load_pack_nodes()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """A real ComfyUI server with the pack in custom_nodes; always stopped at the end."""
+    base = tmp_path_factory.mktemp("comfy_base")
+    with harness.ComfyServer(base) as server:
+        yield server
