@@ -10,6 +10,9 @@ import pytest
 
 import harness
 
+# Tests import the pack as `boxdirector.*` (as ComfyUI does: a package, relative imports).
+harness.import_pack()
+
 
 def pytest_configure(config):
     # Fail at collection with the fix, not with an ImportError deep inside a test.
