@@ -5,12 +5,15 @@ A node is listed here only once it works; until an issue builds it, it does not 
 
 from comfy_api.latest import ComfyExtension, io
 
-NODE_ID_PREFIX = "BoxDirector."
-CATEGORY = "Box Director"
-
 
 def node_classes() -> list[type[io.ComfyNode]]:
-    return []
+    from .regions_nodes import MaskSequence
+    from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
+                                   TrajectoryFromCoordinates, TrajectoryFromMask, TrajectoryFromTracks,
+                                   TrajectoryPreview)
+
+    return [BBoxTrajectory, MaskSequence, TrajectoryPreview, TrajectoryFromCoordinates, TrajectoryFromTracks,
+            TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport]
 
 
 class BoxDirectorExtension(ComfyExtension):

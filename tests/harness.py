@@ -76,10 +76,14 @@ def import_comfy():
         import comfy.sd  # noqa: F401
         import comfy.sample  # noqa: F401
         import comfy.samplers  # noqa: F401
-        import nodes  # noqa: F401  (ComfyUI's own nodes.py)
+        import nodes  # (ComfyUI's own nodes.py)
     finally:
         sys.argv = saved_argv
-    return sys.modules["nodes"]
+    # The comfy_extras nodes (MaskToImage, SamplerCustomAdvanced, ...) as the server loads them.
+    import asyncio
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    return nodes
 
 
 def load_pack_nodes() -> dict:
@@ -88,8 +92,9 @@ def load_pack_nodes() -> dict:
     import asyncio
 
     nodes = import_comfy()
+    import_pack()  # makes the link .cache/pkg/boxdirector, so ComfyUI names the module as a server would
     before = set(nodes.NODE_CLASS_MAPPINGS)
-    ok = asyncio.run(nodes.load_custom_node(str(ROOT), module_parent="custom_nodes"))
+    ok = asyncio.run(nodes.load_custom_node(str(ROOT / ".cache" / "pkg" / PACK_NAME), module_parent="custom_nodes"))
     if not ok:
         raise RuntimeError("ComfyUI's load_custom_node refused the pack; see the log above")
     from_pack = {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items() if k not in before}
@@ -209,3 +214,36 @@ class ComfyServer:
                 return entry
             time.sleep(0.2)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s\n{self.log_tail()}")
+
+
+# --- in-process node execution and validation, through ComfyUI's own code paths --------------
+def validate_prompt(prompt: dict) -> tuple[bool, dict]:
+    """ComfyUI's real ``execution.validate_prompt`` on an API-format prompt: (ok, node_errors)."""
+    import asyncio
+
+    import_comfy()
+    import execution
+
+    ok, error, _outputs, node_errors = asyncio.run(execution.validate_prompt("test", prompt, None))
+    if not ok and not node_errors:
+        node_errors = {"prompt": {"errors": [error]}}
+    return ok, node_errors
+
+
+def error_text(node_errors: dict) -> str:
+    """All messages and details of a node_errors answer, flattened for assertions."""
+    return "\n".join(f"{e.get('message', '')}: {e.get('details', '')}"
+                     for n in node_errors.values() for e in n.get("errors", []))
+
+
+def run_node(node_id: str, **inputs):
+    """Execute one node class the way the executor does (a class clone with hidden inputs);
+    returns the io.NodeOutput."""
+    import asyncio
+    import inspect
+
+    nodes = import_comfy()
+    cls = nodes.NODE_CLASS_MAPPINGS[node_id]
+    clone = cls.PREPARE_CLASS_CLONE({})
+    out = clone.execute(**inputs)
+    return asyncio.run(out) if inspect.isawaitable(out) else out

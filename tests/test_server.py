@@ -37,3 +37,40 @@ def test_pack_javascript_is_served(comfy_server):
     for path in ours:
         body = comfy_server.get(path)
         assert b"registerExtension" in body or b"import" in body, path
+
+
+DOC = {"version": 1, "frames": 5, "width": 64, "height": 32,
+       "objects": [{"id": "cat", "prompt": "a cat", "keyframes": [
+           {"frame": 0, "box": [0.0, 0.25, 0.25, 0.75]}, {"frame": 4, "box": [0.75, 0.25, 1.0, 0.75]}]}]}
+
+
+def trajectory_graph(doc_text: str) -> dict:
+    return {
+        "1": {"class_type": "BoxDirector.BBoxTrajectory",
+              "inputs": {"trajectory": doc_text, "frames": 0, "width": 0, "height": 0}},
+        "2": {"class_type": "BoxDirector.MaskSequence",
+              "inputs": {"trajectory": ["1", 0], "mask_id": "m", "mask_prompt": "", "dilation": 1, "feather": 0.0}},
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 1]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["1", 2]}},
+    }
+
+
+def test_bad_trajectory_is_refused_over_http_naming_the_field(comfy_server):
+    import json
+
+    bad = json.loads(json.dumps(DOC))
+    bad["objects"][0]["keyframes"][1]["box"] = [0.75, 0.25, 0.5, 0.75]
+    status, answer = comfy_server.post("/prompt", {"prompt": trajectory_graph(json.dumps(bad))})
+    assert status == 400, answer
+    errors = answer["node_errors"]["1"]["errors"]
+    assert any("objects[0].keyframes[1].box" in e["details"] for e in errors), errors
+
+
+def test_trajectory_graph_runs_on_the_server(comfy_server):
+    import json
+
+    entry = comfy_server.run_prompt(trajectory_graph(json.dumps(DOC)))
+    outputs = entry["outputs"]
+    assert len(outputs["4"]["images"]) == 5            # one mask image per frame
+    assert outputs["1"]["images"], outputs              # the trajectory node shows its keyframes
