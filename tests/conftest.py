@@ -46,3 +46,40 @@ def comfy_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_base")
     with harness.ComfyServer(base) as server:
         yield server
+
+
+# --- tiny real models (tests/tiny_models.py) ---
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Where the tiny models' safetensors are written: a fresh session tmp dir, or the folder named
+    by $BOXDIRECTOR_TINY_MODELS to keep them between runs (a file there is reused only if it was
+    built from the same config; the model is always reloaded through ComfyUI's loader)."""
+    import os
+    from pathlib import Path
+
+    keep = os.environ.get("BOXDIRECTOR_TINY_MODELS")
+    if keep:
+        path = Path(keep)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(comfy, tiny_model_dir):
+    """Factory ``tiny_model(family) -> tiny_models.TinyModel``, built and loaded once per session.
+
+    The TinyModel (and its ModelPatcher) is shared by every test of the session: clone
+    ``.patcher`` before adding wrappers, patches or model_options."""
+    import tiny_models
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = tiny_models.build_tiny_model(family, tiny_model_dir)
+        return cache[family]
+
+    return get
