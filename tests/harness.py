@@ -73,6 +73,9 @@ def import_comfy():
 
         comfy.options.enable_args_parsing()
         import comfy.cli_args  # noqa: F401
+        # ComfyUI's top-level ``utils`` package first, as main.py does: nodes.py puts comfy/ at the
+        # front of sys.path, after which ``import utils`` would find comfy/utils.py instead.
+        import utils.install_util  # noqa: F401
         import comfy.sd  # noqa: F401
         import comfy.sample  # noqa: F401
         import comfy.samplers  # noqa: F401
