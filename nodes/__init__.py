@@ -7,12 +7,13 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .masked_attention import MaskedAttentionPatch
     from .regions_nodes import MaskSequence
     from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
                                    TrajectoryFromCoordinates, TrajectoryFromMask, TrajectoryFromTracks,
                                    TrajectoryPreview)
 
-    return [BBoxTrajectory, MaskSequence, TrajectoryPreview, TrajectoryFromCoordinates, TrajectoryFromTracks,
+    return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TrajectoryPreview, TrajectoryFromCoordinates, TrajectoryFromTracks,
             TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport]
 
 

@@ -1,0 +1,184 @@
+"""The one patch seam: every Box Director node that changes a model's attention goes through here.
+
+A node clones the ModelPatcher and calls :func:`install` with its rule. The clone then carries one
+:class:`Controller` (under ``transformer_options[SEAM_KEY]``) that owns
+
+* the ``optimized_attention_override`` — every attention call of Wan, HunyuanVideo, LTX-Video and
+  the SVD UNet passes through it;
+* an ``APPLY_MODEL`` wrapper that records, per model call, what the attention calls cannot see:
+  the latent shape, the step, which batch chunks are cond / uncond, the text length. It travels
+  down to the attention calls inside the per-call ``transformer_options`` dict, so there is no
+  shared mutable state and context windows / concurrent samplers cannot mix calls up.
+
+Rules compose like middleware: each gets the call and ``proceed`` (the next rule, ending in the
+attention the model would have run — ComfyUI's own or another pack's override). Stacking a second
+node appends its rule to a *copy* of the controller; the model it was cloned from keeps its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+
+import comfy.patcher_extension
+
+from . import model_families
+
+SEAM_KEY = "boxdirector.seam"
+CALL_KEY = "boxdirector.call"
+WRAPPER_KEY = "boxdirector.seam"
+log = logging.getLogger("boxdirector")
+
+
+@dataclass
+class ForwardCall:
+    """What one model call (one apply_model) knows that its attention calls cannot see."""
+
+    family: model_families.Family
+    latent_shape: tuple                 # x as the model receives it, e.g. [B, C, T, H, W] ([B*F, C, H, W] for SVD)
+    cond_or_uncond: tuple               # per batch chunk: 0 = cond, 1 = uncond (ComfyUI's order)
+    step_fraction: Optional[float]      # step index / number of steps, None when unknown
+    sigma: Optional[float]
+    text_len: Optional[int]             # keys of the text cross-attention (c_crossattn length)
+    counters: dict = field(default_factory=dict)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.latent_shape[0] // max(1, len(self.cond_or_uncond))
+
+    def count(self, what: str) -> int:
+        """Return how many ``what`` were counted before, and count one more."""
+        n = self.counters.get(what, 0)
+        self.counters[what] = n + 1
+        return n
+
+
+@dataclass
+class AttentionCall:
+    """One attention call, classified by the model family: ``kind`` is "self", "cross", "joint",
+    "temporal" or "other" (left alone); ``block`` is the transformer block index (None if unknown)."""
+
+    kind: str
+    block: Optional[int]
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    heads: int
+    args: tuple
+    kwargs: dict
+    forward: ForwardCall
+    info: dict = field(default_factory=dict)   # family-specific facts (e.g. joint text length, SVD level)
+
+    @property
+    def skip_reshape(self) -> bool:
+        return bool(self.kwargs.get("skip_reshape", False))
+
+    @property
+    def mask(self):
+        """The additive / boolean key mask the model passed (LTX positionally, Hunyuan by keyword)."""
+        if "mask" in self.kwargs:
+            return self.kwargs["mask"]
+        return self.args[0] if self.args else None
+
+
+class Rule(Protocol):
+    name: str
+
+    def attend(self, call: AttentionCall, proceed: Callable[[], torch.Tensor]) -> torch.Tensor:
+        ...
+
+
+@dataclass(frozen=True)
+class Controller:
+    family: model_families.Family
+    rules: tuple = ()
+    inner: Optional[Callable] = None   # an override that was there before us (another pack's)
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options; a controller is immutable, share it.
+        return self
+
+    def with_rule(self, rule: Rule) -> "Controller":
+        return Controller(self.family, self.rules + (rule,), self.inner)
+
+    # --- the attention override -------------------------------------------------------------
+    def __call__(self, func, q, k, v, heads, *args, **kwargs):
+        def default():
+            if self.inner is not None:
+                return self.inner(func, q, k, v, heads, *args, **kwargs)
+            return func(q, k, v, heads, *args, **kwargs)
+
+        topts = kwargs.get("transformer_options") or {}
+        fwd = topts.get(CALL_KEY)
+        if fwd is None or not self.rules:
+            return default()
+        call = self.family.classify(q, k, v, heads, args, kwargs, fwd, topts)
+        if call is None or call.kind == "other":
+            return default()
+
+        def chain(i: int) -> Callable[[], torch.Tensor]:
+            if i == len(self.rules):
+                return default
+            return lambda: self.rules[i].attend(call, chain(i + 1))
+
+        return chain(0)()
+
+    # --- the APPLY_MODEL wrapper --------------------------------------------------------------
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
+                    transformer_options=None, **kwargs):
+        topts = dict(transformer_options or {})
+        topts[CALL_KEY] = ForwardCall(
+            family=self.family,
+            latent_shape=tuple(x.shape),
+            cond_or_uncond=tuple(topts.get("cond_or_uncond") or (0,)),
+            step_fraction=step_fraction(topts),
+            sigma=float(t.flatten()[0]) if torch.is_tensor(t) and t.numel() else None,
+            text_len=int(c_crossattn.shape[1]) if torch.is_tensor(c_crossattn) and c_crossattn.ndim == 3 else None,
+        )
+        return executor(x, t, c_concat, c_crossattn, control, topts, **kwargs)
+
+
+def step_fraction(topts: dict) -> Optional[float]:
+    """Index of the current step over the number of steps, from ComfyUI's sample_sigmas (the whole
+    schedule) and sigmas (the current one). Steps, not sigmas: "the first 4 % of steps" means the
+    same on a shifted flow schedule as on a DDIM one."""
+    sched, cur = topts.get("sample_sigmas"), topts.get("sigmas")
+    if sched is None or cur is None or len(sched) < 2:
+        return None
+    s = float(cur.flatten()[0])
+    idx = int(torch.argmin((sched[:-1].float().cpu() - s).abs()))
+    return idx / (len(sched) - 1)
+
+
+def install(model, rule: Rule):
+    """A clone of ``model`` (a ModelPatcher) with ``rule`` added to its attention seam."""
+    m = model.clone()
+    topts = m.model_options.setdefault("transformer_options", {})
+    current = topts.get(SEAM_KEY)
+    if current is None:
+        family = model_families.family_of(m)
+        existing = topts.get("optimized_attention_override")
+        current = Controller(family, (), existing)
+    controller = current.with_rule(rule)
+    topts[SEAM_KEY] = controller
+    topts["optimized_attention_override"] = controller
+    # One wrapper per model under one key; it reads the controller from transformer_options, so a
+    # re-install replaces it rather than stacking another.
+    m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
+    return m
+
+
+def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
+                        **kwargs):
+    controller = (transformer_options or {}).get(SEAM_KEY)
+    if controller is None:
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    return controller.apply_model(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def controller_of(model) -> Optional[Controller]:
+    return model.model_options.get("transformer_options", {}).get(SEAM_KEY)

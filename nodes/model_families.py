@@ -1,0 +1,131 @@
+"""What the seam needs to know about each supported model family, and nothing more: its token
+layout (``core.token_layout``), how many transformer blocks it has, and how to tell from an
+attention call's shapes what kind of attention it is and in which block.
+
+Facts (measured on the real ComfyUI 0.3.75 classes, see tests/test_tiny_models.py):
+* Wan 2.1 / 2.2, LTX-Video: q/k/v [B, N, heads*d]; per block one self-attention (k = N video
+  tokens) then cross-attention (k = text; Wan i2v adds a separate image cross-attention call
+  first). ``transformer_options`` carries no block index, so blocks are counted per model call.
+* HunyuanVideo: [B, heads, L, d] (skip_reshape); double and single blocks attend jointly over
+  [video tokens, text tokens] and set block_type / block_index; the text refiner's calls before
+  them set neither and are left alone.
+* SVD (UNet with temporal layers): spatial attention [B*F, h*w, C], temporal [B*h*w, F, C];
+  ``activations_shape`` gives the level's h, w. Cross-attention sees one CLIP image token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from ..core import token_layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .attention_seam import AttentionCall, ForwardCall
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str             # user-facing
+    layout: str           # core.token_layout layout name
+    total_blocks: int
+
+    def video_tokens(self, fwd: "ForwardCall") -> int:
+        return math.prod(token_layout.token_grid(self.layout, fwd.latent_shape))
+
+    def classify(self, q, k, v, heads, args, kwargs, fwd, topts) -> Optional["AttentionCall"]:
+        raise NotImplementedError
+
+
+def _call(kind, block, q, k, v, heads, args, kwargs, fwd, **info):
+    from .attention_seam import AttentionCall
+
+    return AttentionCall(kind, block, q, k, v, heads, args, kwargs, fwd, info)
+
+
+@dataclass(frozen=True)
+class SequenceDiT(Family):
+    """Wan 2.1/2.2 and LTX-Video: separate self- and cross-attention per block."""
+
+    def classify(self, q, k, v, heads, args, kwargs, fwd, topts):
+        n = self.video_tokens(fwd)
+        if q.shape[1] != n:
+            return None
+        if k.shape[1] == n:
+            return _call("self", fwd.count("self"), q, k, v, heads, args, kwargs, fwd)
+        block = fwd.counters.get("self", 1) - 1
+        if fwd.text_len is not None and k.shape[1] == fwd.text_len:
+            return _call("cross", block, q, k, v, heads, args, kwargs, fwd)
+        return _call("other", block, q, k, v, heads, args, kwargs, fwd)   # e.g. Wan i2v image tokens
+
+
+@dataclass(frozen=True)
+class JointDiT(Family):
+    """HunyuanVideo: [video, text] in one attention in double and single blocks."""
+
+    double_blocks: int = 0
+
+    def classify(self, q, k, v, heads, args, kwargs, fwd, topts):
+        block_type = topts.get("block_type")
+        if block_type not in ("double", "single"):
+            return None
+        n = self.video_tokens(fwd)
+        seq = q.shape[2] if kwargs.get("skip_reshape") else q.shape[1]
+        if seq < n:
+            return None
+        block = int(topts.get("block_index", 0)) + (self.double_blocks if block_type == "single" else 0)
+        return _call("joint", block, q, k, v, heads, args, kwargs, fwd, num_text=seq - n)
+
+
+@dataclass(frozen=True)
+class VideoUNet(Family):
+    """SVD: spatial transformer blocks with a temporal transformer after each."""
+
+    def classify(self, q, k, v, heads, args, kwargs, fwd, topts):
+        shape = topts.get("activations_shape")
+        if shape is None or len(shape) != 4:
+            return None
+        h, w = int(shape[-2]), int(shape[-1])
+        s = h * w
+        level = max(0, round(math.log2(max(1, fwd.latent_shape[-1] / w))))
+        chunks = max(1, len(fwd.cond_or_uncond))
+        frames = fwd.latent_shape[0] // chunks
+        if q.shape[0] == fwd.latent_shape[0] and q.shape[1] == s:
+            if k.shape[1] == s:
+                return _call("self", fwd.count("self"), q, k, v, heads, args, kwargs, fwd, level=level, frames=frames)
+            return None  # cross-attention to the single CLIP image token: nothing to mask
+        if q.shape[0] == chunks * s and q.shape[1] == frames and k.shape[1] == frames:
+            block = fwd.counters.get("self", 1) - 1
+            return _call("temporal", block, q, k, v, heads, args, kwargs, fwd, level=level, frames=frames)
+        return None
+
+
+def family_of(patcher) -> Family:
+    """The family of a ModelPatcher's model; UnsupportedModel names what is supported."""
+    import comfy.model_base as mb
+
+    model = patcher.model
+    dm = model.diffusion_model
+    name = type(model).__name__
+    if isinstance(model, mb.WAN22) or getattr(model.latent_format, "latent_channels", 16) == 48 and isinstance(model, mb.WAN21):
+        return SequenceDiT("Wan 2.2 TI2V-5B", "wan22_ti2v", len(dm.blocks))
+    if isinstance(model, mb.WAN21):
+        return SequenceDiT("Wan 2.1", "wan21", len(dm.blocks))
+    if isinstance(model, mb.LTXV):
+        return SequenceDiT("LTX-Video", "ltxv", len(dm.transformer_blocks))
+    if isinstance(model, mb.HunyuanVideo):
+        nd, ns = len(dm.double_blocks), len(dm.single_blocks)
+        return JointDiT("HunyuanVideo", "hunyuan_video", nd + ns, double_blocks=nd)
+    if isinstance(model, mb.SVD_img2vid):
+        from comfy.ldm.modules.attention import SpatialVideoTransformer
+
+        n = sum(isinstance(m, SpatialVideoTransformer) for m in dm.modules())
+        return VideoUNet("Stable Video Diffusion", "svd", n)
+    raise UnsupportedModel(
+        f"model: {name} is not a supported video model; Box Director's attention patches support "
+        "Wan 2.1 / 2.2, HunyuanVideo, LTX-Video and Stable Video Diffusion")
