@@ -209,7 +209,12 @@ def real_clip(kind: str):
 
     clip = comfy.sd.CLIP(no_init=True)
     clip.tokenizer_options = {}
-    clip.tokenizer = comfy.text_encoders.lt.LTXVT5Tokenizer() if kind == "t5" else comfy.sd1_clip.SD1Tokenizer()
+    if kind == "llama":
+        import comfy.text_encoders.hunyuan_video
+
+        clip.tokenizer = comfy.text_encoders.hunyuan_video.HunyuanVideoTokenizer()
+    else:
+        clip.tokenizer = comfy.text_encoders.lt.LTXVT5Tokenizer() if kind == "t5" else comfy.sd1_clip.SD1Tokenizer()
     return clip
 
 
@@ -221,6 +226,12 @@ def test_subject_tokens_found_with_the_real_tokenizers(comfy):
     assert t5.positions == ((2, 3), (8, 9)) and t5.length == 128 and t5.special == (10,)   # </s> after "ball"
     bpe = find_subject_tokens(real_clip("clip"), prompt, ["black cat", "a red ball"], ["cat", "ball"], "svd")
     assert bpe.positions == ((2, 3), (5, 6, 7)) and bpe.special == (0,)                   # the start token
+    # HunyuanVideo: the llama chat template is cropped off the keys, and ComfyUI 0.3.75 joins the
+    # words without spaces ("abl", "ack", "catch", "ases", "ared", "ball"): a phrase owns every
+    # token that carries part of it.
+    llama = find_subject_tokens(real_clip("llama"), prompt, ["black cat", "red ball", "chases"], ["c", "b", "v"],
+                                "hunyuan_video")
+    assert llama.positions == ((0, 1, 2), (4, 5), (2, 3)) and llama.length == 7         # + <|eot_id|>
 
 
 def test_missing_phrase_is_an_error_naming_it(comfy):
