@@ -136,12 +136,30 @@ def append(base: TrajectoryDoc | None, new: TrajectoryDoc) -> TrajectoryDoc:
     return new if base is None else interop.merge(base, new)
 
 
-APPEND_INPUT = lambda: types.Trajectory.Input(  # noqa: E731
-    "append_to", optional=True,
-    tooltip="Optional trajectory to add these objects to (same frames and size), to combine sources.")
-IDS_TIP = "Object ids, comma separated, one per object (default obj0, obj1, ...)."
-PROMPTS_TIP = ("Subject phrase of each object as it appears in the text prompt, one per line "
-               "(default: the id). Used to find the object's words.")
+def append_input():
+    return types.Trajectory.Input(
+        "append_to", optional=True,
+        tooltip="Optional trajectory to add these objects to (same frames and size), to combine sources.")
+
+
+def size_inputs():
+    return [io.Int.Input("width", default=832, min=1, max=16384, tooltip="Video width in pixels."),
+            io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels.")]
+
+
+def point_track_inputs():
+    """Inputs shared by the converters whose points are box centres (coordinates, tracks)."""
+    return [
+        io.Int.Input("box_width", default=128, min=1, max=16384, tooltip="Box width in pixels."),
+        io.Int.Input("box_height", default=128, min=1, max=16384, tooltip="Box height in pixels."),
+        *size_inputs(),
+        io.String.Input("ids", default="", tooltip="Object ids, comma separated, one per object "
+                                                   "(default obj0, obj1, ...)."),
+        io.String.Input("prompts", multiline=True, default="",
+                        tooltip="Subject phrase of each object as it appears in the text prompt, one per line "
+                                "(default: the id). Used to find the object's words."),
+        append_input(),
+    ]
 
 
 class TrajectoryFromCoordinates(io.ComfyNode):
@@ -157,13 +175,7 @@ class TrajectoryFromCoordinates(io.ComfyNode):
                 io.String.Input("coordinates", multiline=True, default="",
                                 tooltip='KJNodes coordinates: JSON list of {"x", "y"} in pixels, one per frame '
                                         "(a list of such lists for several paths)."),
-                io.Int.Input("box_width", default=128, min=1, max=16384, tooltip="Box width in pixels."),
-                io.Int.Input("box_height", default=128, min=1, max=16384, tooltip="Box height in pixels."),
-                io.Int.Input("width", default=832, min=1, max=16384, tooltip="Video width in pixels."),
-                io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels."),
-                io.String.Input("ids", default="", tooltip=IDS_TIP),
-                io.String.Input("prompts", multiline=True, default="", tooltip=PROMPTS_TIP),
-                APPEND_INPUT(),
+                *point_track_inputs(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
@@ -208,13 +220,7 @@ class TrajectoryFromTracks(io.ComfyNode):
             inputs=[
                 types.Tracks.Input("tracks", tooltip='ComfyUI TRACKS: {"track_path": [frames, tracks, 2] pixels, '
                                                      '"track_visibility": [frames, tracks]}.'),
-                io.Int.Input("box_width", default=128, min=1, max=16384, tooltip="Box width in pixels."),
-                io.Int.Input("box_height", default=128, min=1, max=16384, tooltip="Box height in pixels."),
-                io.Int.Input("width", default=832, min=1, max=16384, tooltip="Video width in pixels."),
-                io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels."),
-                io.String.Input("ids", default="", tooltip=IDS_TIP),
-                io.String.Input("prompts", multiline=True, default="", tooltip=PROMPTS_TIP),
-                APPEND_INPUT(),
+                *point_track_inputs(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
@@ -239,11 +245,10 @@ class TrajectoryFromBBox(io.ComfyNode):
             description="One object whose box at each frame comes from a KJNodes BBOX list (x, y, w, h in pixels).",
             inputs=[
                 io.BBOX.Input("bboxes", tooltip="KJNodes BBOX: a list of (x, y, width, height) in pixels, one per frame."),
-                io.Int.Input("width", default=832, min=1, max=16384, tooltip="Video width in pixels."),
-                io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels."),
+                *size_inputs(),
                 io.String.Input("id", default="obj0", tooltip="Object id (unique among objects)."),
                 io.String.Input("prompt", default="", tooltip="Subject phrase as written in the text prompt (empty: the id)."),
-                APPEND_INPUT(),
+                append_input(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
@@ -273,7 +278,7 @@ class TrajectoryFromMask(io.ComfyNode):
                                tooltip="Mask values above this count as the object."),
                 io.String.Input("id", default="obj0", tooltip="Object id (unique among objects)."),
                 io.String.Input("prompt", default="", tooltip="Subject phrase as written in the text prompt (empty: the id)."),
-                APPEND_INPUT(),
+                append_input(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
