@@ -20,7 +20,7 @@ from ..core import token_layout
 from ..core.regions import Regions as RegionSet
 from . import attention_seam, model_families, types
 from .common import CATEGORY, node_id
-from .subject_tokens import SubjectNotFound, find_subject_tokens
+from .subject_tokens import find_subject_tokens
 
 KINDS = ("self", "cross", "temporal")
 SPECIAL_MODES = ("background", "shared")

@@ -12,7 +12,6 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core import interop, masks as core_masks, preview as core_preview
-from ..core.regions import Regions as RegionSet
 from ..core.trajectory import Trajectory as TrajectoryDoc
 from ..core.trajectory import TrajectoryError, example_trajectory, parse_trajectory, sample_boxes
 from . import types

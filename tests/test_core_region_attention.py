@@ -360,7 +360,6 @@ def test_cross_attention_key_mask():
 
 def joint_allow(img_labels, subjects, n_txt, always, rule, text_first, empty="zero"):
     """Dense rule over the full sequence, from the docstring: each token gets a kind and a set."""
-    n_img = img_labels.shape[0]
     owners = [set() for _ in range(n_txt)]
     for k, s in enumerate(subjects):
         for t in s:
