@@ -7,14 +7,15 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .intrinsic_denoise import TemporalIntrinsicDenoise
     from .masked_attention import MaskedAttentionPatch
     from .regions_nodes import MaskSequence
     from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
                                    TrajectoryFromCoordinates, TrajectoryFromMask, TrajectoryFromTracks,
                                    TrajectoryPreview)
 
-    return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TrajectoryPreview, TrajectoryFromCoordinates, TrajectoryFromTracks,
-            TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport]
+    return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
+            TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport]
 
 
 class BoxDirectorExtension(ComfyExtension):
