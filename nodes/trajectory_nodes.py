@@ -146,6 +146,13 @@ def size_inputs():
             io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels.")]
 
 
+def single_object_inputs():
+    return [io.String.Input("id", default="obj0", tooltip="Object id (unique among objects)."),
+            io.String.Input("prompt", default="",
+                            tooltip="Subject phrase as written in the text prompt (empty: the id)."),
+            append_input()]
+
+
 def point_track_inputs():
     """Inputs shared by the converters whose points are box centres (coordinates, tracks)."""
     return [
@@ -234,7 +241,15 @@ class TrajectoryFromTracks(io.ComfyNode):
         return io.NodeOutput(append(append_to, traj))
 
 
-class TrajectoryFromBBox(io.ComfyNode):
+class SingleObjectConverter(io.ComfyNode):
+    """Converters that make one object, named by the ``id`` and ``prompt`` widgets."""
+
+    @classmethod
+    def validate_inputs(cls, id):
+        return True if not isinstance(id, str) or id.strip() else "id: give the object an id"
+
+
+class TrajectoryFromBBox(SingleObjectConverter):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -245,16 +260,10 @@ class TrajectoryFromBBox(io.ComfyNode):
             inputs=[
                 io.BBOX.Input("bboxes", tooltip="KJNodes BBOX: a list of (x, y, width, height) in pixels, one per frame."),
                 *size_inputs(),
-                io.String.Input("id", default="obj0", tooltip="Object id (unique among objects)."),
-                io.String.Input("prompt", default="", tooltip="Subject phrase as written in the text prompt (empty: the id)."),
-                append_input(),
+                *single_object_inputs(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
-
-    @classmethod
-    def validate_inputs(cls, id):
-        return True if not isinstance(id, str) or id.strip() else "id: give the object an id"
 
     @classmethod
     def execute(cls, bboxes, width, height, id="obj0", prompt="", append_to=None):
@@ -262,7 +271,7 @@ class TrajectoryFromBBox(io.ComfyNode):
         return io.NodeOutput(append(append_to, traj))
 
 
-class TrajectoryFromMask(io.ComfyNode):
+class TrajectoryFromMask(SingleObjectConverter):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -275,16 +284,10 @@ class TrajectoryFromMask(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="Mask sequence [frames, height, width]."),
                 io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="Mask values above this count as the object."),
-                io.String.Input("id", default="obj0", tooltip="Object id (unique among objects)."),
-                io.String.Input("prompt", default="", tooltip="Subject phrase as written in the text prompt (empty: the id)."),
-                append_input(),
+                *single_object_inputs(),
             ],
             outputs=[types.Trajectory.Output(display_name="trajectory")],
         )
-
-    @classmethod
-    def validate_inputs(cls, id):
-        return True if not isinstance(id, str) or id.strip() else "id: give the object an id"
 
     @classmethod
     def execute(cls, mask, threshold=0.5, id="obj0", prompt="", append_to=None):
