@@ -10,12 +10,14 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .intrinsic_denoise import TemporalIntrinsicDenoise
     from .masked_attention import MaskedAttentionPatch
     from .regions_nodes import MaskSequence
+    from .toy_nodes import ToyTextEncoderLoader
     from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
                                    TrajectoryFromCoordinates, TrajectoryFromMask, TrajectoryFromTracks,
                                    TrajectoryPreview)
 
     return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
-            TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport]
+            TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport,
+            ToyTextEncoderLoader]
 
 
 class BoxDirectorExtension(ComfyExtension):

@@ -1,0 +1,253 @@
+"""Control quality on the toy world: does the object go where the boxes say?
+
+Generates through ComfyUI's own loaders, CLIPTextEncode, KSampler and VAEDecode with the shipped
+toy Wan model, for many seeds and trajectories, with each method off and on; finds each object by
+its colour in the decoded frames and scores it against its box:
+
+* mIoU      per video: sum of intersections / sum of unions over frames (PEEKABOO's eval), averaged
+* AP50      share of frames whose IoU >= 0.5
+* coverage  share of (video, object) pairs found in more than half of the frames
+* centroid  distance of found and target box centres, over the frame diagonal
+* temporal  1 - mean absolute change between consecutive frames (flicker)
+* fidelity  share of single-object videos whose dominant colour and shape are the prompted ones
+
+    python -m bench.quality [--seeds 4] [--methods baseline,masked] [--trajectories FILE]
+                            [--out out/bench_quality.json]
+
+``--trajectories`` takes any Trajectory-v1 document (or a JSON list of them): keyframe times are
+rescaled to the model's 17 frames, the size to 128 x 128, and object prompts must use the toy
+vocabulary (colour + shape, e.g. "a red circle").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import harness  # noqa: E402
+
+harness.import_pack()
+from boxdirector.core.trajectory import Trajectory, parse_trajectory, sample_boxes  # noqa: E402
+
+from toyworld import data, sanity  # noqa: E402
+
+
+def _doc(name: str, objects: list) -> dict:
+    return {"name": name, "version": 1, "frames": data.FRAMES, "width": data.SIZE, "height": data.SIZE,
+            "objects": objects}
+
+
+def _obj(oid, prompt, *keys):
+    return {"id": oid, "prompt": prompt, "keyframes": [{"frame": f, "box": list(b)} for f, b in keys]}
+
+
+LAST = data.FRAMES - 1
+SUITE = [
+    _doc("straight", [_obj("o", "a red circle", (0, (0.05, 0.35, 0.35, 0.65)), (LAST, (0.65, 0.35, 0.95, 0.65)))]),
+    _doc("diagonal", [_obj("o", "a blue square", (0, (0.05, 0.05, 0.35, 0.35)), (LAST, (0.65, 0.65, 0.95, 0.95)))]),
+    _doc("zigzag", [_obj("o", "a yellow triangle", (0, (0.05, 0.6, 0.35, 0.9)), (5, (0.35, 0.1, 0.65, 0.4)),
+                         (11, (0.5, 0.6, 0.8, 0.9)), (LAST, (0.65, 0.1, 0.95, 0.4)))]),
+    _doc("static", [_obj("o", "a green circle", (0, (0.6, 0.1, 0.9, 0.4)))]),
+    _doc("two objects", [_obj("a", "a red square", (0, (0.05, 0.1, 0.35, 0.4)), (LAST, (0.6, 0.1, 0.9, 0.4))),
+                         _obj("b", "a blue circle", (0, (0.6, 0.6, 0.9, 0.9)), (LAST, (0.05, 0.6, 0.35, 0.9)))]),
+    _doc("size change", [_obj("o", "a white square", (0, (0.4, 0.4, 0.6, 0.6)), (LAST, (0.15, 0.15, 0.85, 0.85)))]),
+]
+
+# name -> (MaskedAttentionPatch inputs or None: unpatched, TemporalIntrinsicDenoise inputs or None: plain Euler)
+METHODS = {
+    "baseline": (None, None),
+    "masked": ({}, None),                                        # the node's defaults
+    "masked end=0.05": ({"end_percent": 0.05}, None),
+    "masked end=0.2": ({"end_percent": 0.2}, None),
+    "masked end=0.3": ({"end_percent": 0.3}, None),
+    "masked blocks=first half": ({"blocks": "0%-50%"}, None),
+    "masked blocks=second half": ({"blocks": "50%-100%"}, None),
+    "masked union": ({"word_binding": "union"}, None),
+    "masked +norm": ({"mask_normalization": True}, None),
+    "intrinsic": (None, {}),                                     # the node's defaults
+    "masked +intrinsic": ({}, {}),
+    "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
+}
+INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
+PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.1, "self_attention": True, "cross_attention": True,
+                  "temporal_attention": True, "blocks": "all", "cond_only": False, "word_binding": "per_object",
+                  "special_tokens": "background", "mask_normalization": False, "coverage": 0.5}
+
+
+def load_trajectories(path: Path | None) -> list[Trajectory]:
+    docs = SUITE if path is None else json.loads(Path(path).read_text())
+    docs = docs if isinstance(docs, list) else [docs]
+    out = []
+    for i, d in enumerate(docs):
+        d = {k: v for k, v in d.items() if k != "name"}
+        t = parse_trajectory(d).with_overrides(frames=data.FRAMES, width=data.SIZE, height=data.SIZE)
+        for o in t.objects:
+            color, shape = parse_subject(o.prompt, f"trajectory {i}, object {o.id!r}")
+        out.append(t)
+    return out
+
+
+def parse_subject(prompt: str, where: str) -> tuple[str, str]:
+    words = prompt.lower().split()
+    colors = [w for w in words if w in data.COLORS]
+    shapes = [w for w in words if w in data.SHAPES]
+    if len(colors) != 1 or len(shapes) != 1:
+        raise ValueError(f"{where}: prompt {prompt!r} must name one toy colour ({', '.join(data.COLORS)}) and one "
+                         f"shape ({', '.join(data.SHAPES)}), e.g. 'a red circle'")
+    return colors[0], shapes[0]
+
+
+def generate_custom(nodes, model, vae, clip, prompt, seed, sampler, steps, cfg) -> torch.Tensor:
+    """sanity.generate through SamplerCustom (for SAMPLER nodes) instead of KSampler."""
+    (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
+    (neg,) = nodes.CLIPTextEncode().encode(clip, "")
+    (sigmas,) = harness.run_node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0).result
+    latent = {"samples": torch.zeros(1, 16, 5, data.SIZE // 8, data.SIZE // 8)}
+    out = harness.run_node("SamplerCustom", model=model, add_noise=True, noise_seed=seed, cfg=cfg, positive=pos,
+                           negative=neg, sampler=sampler, sigmas=sigmas, latent_image=latent).result[0]
+    (images,) = nodes.VAEDecode().decode(vae, out)
+    return images.reshape(-1, *images.shape[-3:])
+
+
+def found_boxes(video: torch.Tensor, color: str) -> list:
+    """Per frame: the pixel box [x0, y0, x1, y1) of the largest blob of ``color``, or None."""
+    out = []
+    for mask in data.color_presence(video, color):
+        blob = sanity.largest_component(mask)
+        if blob is None or blob.sum() < 4:
+            out.append(None)
+            continue
+        ys, xs = torch.nonzero(blob, as_tuple=True)
+        out.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return out
+
+
+def score_object(found: list, target: torch.Tensor, size: int) -> dict:
+    """target [F, 4] normalised boxes of one object."""
+    inter = union = hits = n_found = 0.0
+    dists = []
+    diag = (2 * size * size) ** 0.5
+    for f, got in enumerate(found):
+        t = (target[f] * size).tolist()
+        t_area = (t[2] - t[0]) * (t[3] - t[1])
+        if got is None:
+            union += t_area
+            continue
+        n_found += 1
+        iw = max(0.0, min(got[2], t[2]) - max(got[0], t[0]))
+        ih = max(0.0, min(got[3], t[3]) - max(got[1], t[1]))
+        i = iw * ih
+        u = (got[2] - got[0]) * (got[3] - got[1]) + t_area - i
+        inter, union = inter + i, union + u
+        hits += i / u >= 0.5
+        dists.append((((got[0] + got[2]) - (t[0] + t[2])) ** 2 + ((got[1] + got[3]) - (t[1] + t[3])) ** 2) ** 0.5
+                     / 2 / diag)
+    frames = len(found)
+    return {"miou": inter / max(union, 1e-9), "ap50": hits / frames, "found": n_found / frames,
+            "centroid": statistics.mean(dists) if dists else None}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--methods", default="baseline,masked",
+                    help=f"comma separated, from: {', '.join(METHODS)}; or 'all' (the schedule/block sweep)")
+    ap.add_argument("--trajectories", type=Path, default=None)
+    ap.add_argument("--steps", type=int, default=sanity.DEFAULTS["steps"])
+    ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
+    ap.add_argument("--dit", type=Path, default=sanity.WEIGHTS / "toy_wan_dit.safetensors")
+    ap.add_argument("--vae", type=Path, default=sanity.WEIGHTS / "toy_wan_vae.safetensors")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_quality.json")
+    args = ap.parse_args(argv)
+    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    trajectories = load_trajectories(args.trajectories)
+    nodes, model, vae, clip = sanity.load_models(args.dit, args.vae, shift=sanity.DEFAULTS["shift"] or None)
+    harness.load_pack_nodes()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        rows = run(trajectories, methods, args, nodes, model, vae, clip)
+    summarize(rows, methods, args, len(trajectories), time.perf_counter() - t0)
+
+
+def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
+    rows = []
+    for ti, traj in enumerate(trajectories):
+        prompt = " and ".join(o.prompt for o in traj.objects)
+        boxes, _ = sample_boxes(traj)
+        # Through the nodes, as a workflow would: BBox Trajectory -> Mask Sequence -> Masked Attention Patch.
+        node_traj = harness.run_node("BoxDirector.BBoxTrajectory", trajectory=traj.to_json(), frames=0, width=0,
+                                     height=0).result[0]
+        (regions, _) = harness.run_node("BoxDirector.MaskSequence", trajectory=node_traj, mask_id="mask",
+                                        mask_prompt="", dilation=0, feather=0.0).result
+        for method in methods:
+            patch, intrinsic = METHODS[method]
+            m, sampler = model, None
+            if patch is not None:
+                (m,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
+                                        prompt=prompt, **{**PATCH_DEFAULTS, **patch}).result
+            if intrinsic is not None:
+                (sampler,) = harness.run_node("BoxDirector.TemporalIntrinsicDenoise", trajectory=node_traj,
+                                              **{**INTRINSIC_DEFAULTS, **intrinsic}).result
+            for seed in range(args.seeds):
+                if sampler is None:
+                    video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg)
+                else:
+                    video = generate_custom(nodes, m, vae, clip, prompt, seed, sampler, args.steps, args.cfg)
+                objs = []
+                for k, o in enumerate(traj.objects):
+                    color, shape = parse_subject(o.prompt, o.id)
+                    objs.append(score_object(found_boxes(video, color), boxes[k], data.SIZE))
+                fid = None
+                if len(traj.objects) == 1:
+                    color, shape = parse_subject(traj.objects[0].prompt, "")
+                    s = sanity.score_video(video, data.COLORS.index(color), data.SHAPES.index(shape))
+                    fid = bool(s["color_ok"] and s["shape_ok"])
+                temporal = 1.0 - float((video[1:] - video[:-1]).abs().mean())
+                rows.append({"trajectory": ti, "method": method, "seed": seed, "objects": objs, "fidelity": fid,
+                             "temporal": temporal})
+    return rows
+
+
+def summarize(rows, methods, args, n_traj, seconds) -> dict:
+    summary = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        objs = [o for r in mine for o in r["objects"]]
+        fids = [r["fidelity"] for r in mine if r["fidelity"] is not None]
+        cents = [o["centroid"] for o in objs if o["centroid"] is not None]
+        summary[method] = {
+            "miou": statistics.mean(o["miou"] for o in objs), "ap50": statistics.mean(o["ap50"] for o in objs),
+            "coverage": statistics.mean(o["found"] > 0.5 for o in objs),
+            "centroid": statistics.mean(cents) if cents else None,
+            "temporal": statistics.mean(r["temporal"] for r in mine),
+            "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine)}
+    base = summary.get("baseline", {}).get("miou")
+    print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, {seconds:.0f} s")
+    print(f"{'method':<28}{'mIoU':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}")
+    for method, s in summary.items():
+        ratio = s["miou"] / base if base else float("nan")
+        fmt = lambda v: f"{v:7.3f}" if v is not None else "      -"  # noqa: E731
+        print(f"{method:<28}{s['miou']:7.3f}{ratio:8.2f}{s['ap50']:7.3f}{s['coverage']:7.3f}{fmt(s['centroid'])}"
+              f"{s['temporal']:7.3f}{fmt(s['fidelity'])}")
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "summary": summary, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

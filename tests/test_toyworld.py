@@ -1,0 +1,206 @@
+"""The toy world: synthetic data, toy text encoder, the two trained toy Wan 2.1 models and their
+loading through ComfyUI's own loaders, shortened training runs (the loss falls), a smoke sample."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from boxdirector.toyworld import data, text
+
+pytestmark = pytest.mark.comfy
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def test_clip_is_deterministic_and_shaped():
+    a, b = data.make_clip(7), data.make_clip(7)
+    assert torch.equal(a.video, b.video) and a.caption == b.caption and torch.equal(a.boxes, b.boxes)
+    assert a.video.shape == (data.FRAMES, data.SIZE, data.SIZE, 3)
+    assert 0 <= a.video.min() and a.video.max() <= 1
+    assert a.boxes.shape == (len(a.colors), data.FRAMES, 4)
+    assert not torch.equal(data.make_clip(8).video, a.video)
+
+
+def test_captions_colours_shapes_and_boxes_match_pixels():
+    seen_colors, seen_shapes, seen_counts = set(), set(), set()
+    for seed in range(40):
+        c = data.make_clip(seed)
+        seen_colors.update(c.colors)
+        seen_shapes.update(c.shapes)
+        seen_counts.add(len(c.colors))
+        assert c.caption == data.caption_for(c.colors, c.shapes)
+        assert len(set(c.colors)) == len(c.colors)  # distinct colours: the caption is unambiguous
+        for o, (col, shp) in enumerate(zip(c.colors, c.shapes)):
+            assert f"{data.COLORS[col]} {data.SHAPES[shp]}" in c.caption
+            for f in (0, data.FRAMES - 1):
+                present = data.color_presence(c.video[f], data.COLORS[col], 0.15)
+                x0, y0, x1, y1 = (c.boxes[o, f] * data.SIZE).tolist()
+                inside = present[max(0, int(y0)):int(math.ceil(y1)), max(0, int(x0)):int(math.ceil(x1))].sum()
+                # the object's colour lies (almost) only inside its box (it can be partly covered)
+                assert present.sum() <= inside + 4, (seed, o, f)
+                if o == len(c.colors) - 1:  # drawn last: fully visible, fills a good part of its box
+                    area = (x1 - x0) * (y1 - y0)
+                    assert inside >= 0.4 * area, (seed, o, f, inside.item(), area)
+    assert seen_colors == set(range(len(data.COLORS))) and seen_shapes == set(range(len(data.SHAPES)))
+    assert seen_counts == {1, 2}
+
+
+def test_paths_move_and_spread():
+    centres = torch.cat([data.make_clip(s).centers[:, 0] for s in range(60)]) / data.SIZE
+    assert centres.std(0).min() > 0.18  # spread over the frame
+    moving = sum(bool((data.make_clip(s).centers[:, -1] - data.make_clip(s).centers[:, 0]).abs().max() > 10)
+                 for s in range(30))
+    assert 10 <= moving < 30  # most move, some stand still
+
+
+# --- toy text encoder ----------------------------------------------------------------------------
+
+def test_tokenizer_layout():
+    tok = text.ToyWordTokenizer()
+    ids = tok.ids("A red circle, and a blue square")
+    assert len(ids) == text.MAX_TOKENS
+    assert tok.decode(ids) == "a red circle and and a blue square <end>"
+    assert tok.ids("a purple circle")[1] == text.UNK
+    assert tok.ids("")[:2] == [text.END, text.PAD]
+
+
+def test_shipped_tables_are_the_seeded_ones_and_encoder_is_contextual():
+    shipped = text.load_tables()
+    for k, v in text.build_tables().items():
+        assert torch.equal(shipped[k], v), k
+    enc = text.ToyTextEncoder()
+    e = enc.encode_text(["a red circle and a blue square", "a red square", ""])
+    assert e.shape == (3, text.MAX_TOKENS, text.WIDTH)
+    assert torch.all(e[0, 8:] == 0) and torch.all(e[2, 1:] == 0)  # padding is zeros
+    assert not torch.allclose(e[0, 1], e[1, 1])  # "red" knows its shape
+    assert torch.allclose(e[0, 1], enc.encode_text(["a red circle"])[0, 1])  # ... and only its own phrase
+
+
+def test_toy_clip_through_cliptextencode_and_subject_tokens(comfy, pack_nodes):
+    from boxdirector.nodes.subject_tokens import find_subject_tokens
+
+    assert "BoxDirector.ToyTextEncoderLoader" in pack_nodes
+    node = pack_nodes["BoxDirector.ToyTextEncoderLoader"]
+    assert node.GET_SCHEMA().category == "Box Director/toy world"
+    clip = node.execute().result[0]
+    prompt = "a red circle and a blue square"
+    (cond,) = comfy.CLIPTextEncode().encode(clip, prompt)
+    assert cond[0][0].shape == (1, text.MAX_TOKENS, text.WIDTH)
+    assert torch.allclose(cond[0][0][0], text.ToyTextEncoder().encode_text([prompt])[0])
+    st = find_subject_tokens(clip, prompt, ["red circle", "blue square"], ["a", "b"], "wan21")
+    assert st.positions == ((1, 2), (5, 6)) and st.special == (7,) and st.length == text.MAX_TOKENS
+
+
+# --- shipped weights through ComfyUI's loaders ---------------------------------------------------
+
+def test_weights_are_small():
+    total = sum(p.stat().st_size for p in text.WEIGHTS.parent.glob("*.safetensors"))
+    assert total <= 20 * 2**20, total
+
+
+def test_link_models(tmp_path):
+    from boxdirector.toyworld import install
+
+    links = install.link_models(tmp_path)
+    assert (tmp_path / "models" / "diffusion_models" / install.DIT_NAME).resolve() == install.WEIGHTS / install.DIT_NAME
+    assert (tmp_path / "models" / "vae" / install.VAE_NAME).is_file()
+    assert install.link_models(tmp_path) == links  # idempotent
+
+
+@pytest.fixture(scope="module")
+def toy_models(comfy):
+    from boxdirector.toyworld import sanity
+
+    return sanity.load_models(shift=sanity.DEFAULTS["shift"])
+
+
+def test_dit_loads_as_wan21_t2v(comfy):
+    import comfy.model_base
+    import comfy.sd
+
+    from boxdirector.toyworld import install, train_dit
+
+    patcher = comfy.sd.load_diffusion_model(str(install.WEIGHTS / install.DIT_NAME))
+    model = patcher.model
+    assert type(model) is comfy.model_base.WAN21
+    cfg = model.model_config.unet_config
+    want = train_dit.dit_config()
+    for k in ("dim", "num_layers", "ffn_dim", "num_heads", "in_dim", "out_dim", "model_type"):
+        assert cfg[k] == want[k], k
+    assert model.diffusion_model.text_embedding[0].weight.shape[1] == text.WIDTH
+    assert type(model.latent_format).__name__ == "Wan21"
+
+
+def test_vae_loads_and_round_trips(comfy):
+    import comfy.sd
+    import comfy.utils
+
+    from boxdirector.toyworld import install
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(install.WEIGHTS / install.VAE_NAME)))
+    assert vae.latent_channels == 16
+    clip = data.make_clip(123456, frames=9, size=64)
+    latent = vae.encode(clip.video)  # ComfyUI IMAGE layout [F, H, W, 3]
+    assert latent.shape == (1, 16, 3, 8, 8)
+    # the latent, normalised as ComfyUI feeds it to the DiT, is roughly zero-mean, unit-scale
+    import comfy.latent_formats
+
+    z = comfy.latent_formats.Wan21().process_in(latent)
+    assert abs(z.mean().item()) < 0.5 and 0.3 < z.std().item() < 2.0
+    out = vae.decode(latent)
+    assert out.shape[-4:] == (9, 64, 64, 3)
+    # the object's colour comes back where it was
+    col = data.COLORS[clip.colors[-1]]
+    want = data.color_presence(clip.video[0], col, 0.2)
+    got = data.color_presence(out.reshape(-1, 64, 64, 3)[0], col, 0.35)
+    assert (want & got).sum() >= 0.3 * want.sum()
+
+
+def test_smoke_sample_draws_the_prompted_colour(toy_models):
+    """End to end through ComfyUI (CLIPTextEncode, KSampler, VAEDecode). The shipped DiT is
+    under-trained (see toyworld/README.md, sanity figures): red, blue and white come out reliably,
+    green and yellow do not yet, so only those three are checked here."""
+    from boxdirector.toyworld import sanity
+
+    nodes, model, vae, clip = toy_models
+    hits = 0
+    for seed, (color, shape) in enumerate([(0, 0), (2, 1), (4, 2)]):
+        video = sanity.generate(nodes, model, vae, clip, data.caption_for([color], [shape]), seed=1000 + seed)
+        assert video.shape == (data.FRAMES, data.SIZE, data.SIZE, 3)
+        got, _ = sanity.classify_color(video)
+        hits += got == color
+    assert hits >= 2
+
+
+# --- shortened training runs: the loss falls -----------------------------------------------------
+
+def test_vae_training_loss_falls(tmp_path):
+    from boxdirector.toyworld import train_vae
+
+    r = train_vae.main(["--steps", "16", "--num-clips", "2", "--batch", "4", "--video-batch", "2", "--crop", "32",
+                        "--video-frac", "0.25", "--lr", "3e-3", "--warmup", "3", "--stat-clips", "1",
+                        "--log-every", "100", "--out", str(tmp_path / "vae.safetensors")])
+    first, last = sum(r["losses"][:3]) / 3, sum(r["losses"][9:12]) / 3  # image phase only
+    assert last < 0.8 * first, r["losses"]
+    import comfy.sd
+    import comfy.utils
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(tmp_path / "vae.safetensors")))
+    assert vae.latent_channels == 16
+
+
+def test_dit_training_loss_falls(tmp_path):
+    from boxdirector.toyworld import install, train_dit
+
+    r = train_dit.main(["--steps", "16", "--batch", "4", "--pool-init", "4", "--encode-per-step", "0",
+                        "--cache-dir", "", "--warmup", "3", "--lr", "2e-3", "--log-every", "100",
+                        "--vae", str(install.WEIGHTS / install.VAE_NAME), "--out", str(tmp_path / "dit.safetensors")])
+    first, last = sum(r["losses"][:4]) / 4, sum(r["losses"][-4:]) / 4
+    assert last < 0.9 * first, r["losses"]
+    import comfy.model_base
+    import comfy.sd
+
+    assert type(comfy.sd.load_diffusion_model(str(tmp_path / "dit.safetensors")).model) is comfy.model_base.WAN21

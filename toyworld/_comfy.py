@@ -1,0 +1,54 @@
+"""The one place the training scripts reach into ComfyUI: they train the *real* Wan 2.1 module
+classes (``comfy.ldm.wan.vae.WanVAE``, ``comfy.ldm.wan.model.WanModel``) so that the weights load
+through ComfyUI's own loaders unchanged. Importing those modules needs ComfyUI on ``sys.path`` and
+its argument parser told ``--cpu`` (the test harness does the same)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_comfy_path() -> None:
+    """Put the ComfyUI checkout the pack is tested against on ``sys.path`` (idempotent), using
+    tests/harness.py's location rules ($BOXDIRECTOR_COMFYUI or .cache/comfyui-<version>)."""
+    if "comfy.ops" in sys.modules:
+        return
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import harness
+
+    comfy_dir = str(harness.check_comfy_install())
+    if comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
+    saved = sys.argv
+    sys.argv = [saved[0], "--cpu"]
+    try:
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401
+        import comfy.ops  # noqa: F401
+    finally:
+        sys.argv = saved
+
+
+def init_weights(module, seed: int) -> None:
+    """ComfyUI's ``disable_weight_init`` ops leave weights uninitialised: give every conv/linear
+    PyTorch's default init, seeded."""
+    import torch
+
+    torch.manual_seed(seed)
+    for m in module.modules():
+        for base in (torch.nn.Conv3d, torch.nn.Conv2d, torch.nn.Linear):
+            if isinstance(m, base):
+                base.reset_parameters(m)
+                break
+        else:
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and m.weight is not None:
+                torch.nn.init.ones_(m.weight)
+                if m.bias is not None:
+                    torch.nn.init.zeros_(m.bias)

@@ -1,0 +1,174 @@
+"""Sanity of the shipped toy models, measured through ComfyUI's own loaders and sampler:
+
+    python -m toyworld.sanity --samples 40
+
+Loads the DiT with ``comfy.sd.load_diffusion_model`` (UNETLoader), the VAE with ``comfy.sd.VAE``
+(VAELoader), encodes prompts with the toy CLIP through the stock CLIPTextEncode, samples with
+``nodes.common_ksampler`` (the KSampler node), decodes, and scores every sample with the plain
+pixel classifiers below: which toy colour dominates, which shape that colour's blob has, and where
+it is. Prints the share of samples with the prompted colour, shape and both, and the spread of
+object positions over the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import data
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "toyworld" / "weights"
+
+# Sampling settings that work for the toy model (see the report / README of toyworld).
+DEFAULTS = {"steps": 20, "cfg": 5.0, "sampler": "euler", "scheduler": "simple", "shift": 3.0}
+
+
+def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.002):
+    """video [F, H, W, 3] in 0..1 -> (colour index or None, {colour: pixel share})."""
+    shares = {c: data.color_presence(video, c, tol).float().mean().item() for c in data.COLORS}
+    best = max(shares, key=shares.get)
+    return (data.COLORS.index(best) if shares[best] >= min_frac else None), shares
+
+
+def blob_shape(mask: torch.Tensor):
+    """mask [H, W] bool of one object -> (shape index or None, fill ratio = area / bbox area).
+    Circle ~0.79, square ~1.0, triangle ~0.5."""
+    if mask.sum() < 12:
+        return None, 0.0
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    bbox = (ys.max() - ys.min() + 1).item() * (xs.max() - xs.min() + 1).item()
+    fill = mask.sum().item() / bbox
+    refs = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+    best = min(refs, key=lambda k: abs(refs[k] - fill))
+    return data.SHAPES.index(best), fill
+
+
+def largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """The largest 4-connected component of a [H, W] bool mask (simple flood fill)."""
+    H, W = mask.shape
+    m = mask.tolist()
+    seen = [[False] * W for _ in range(H)]
+    best = []
+    for y in range(H):
+        for x in range(W):
+            if m[y][x] and not seen[y][x]:
+                comp, stack = [], [(y, x)]
+                seen[y][x] = True
+                while stack:
+                    cy, cx = stack.pop()
+                    comp.append((cy, cx))
+                    for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
+                        if 0 <= ny < H and 0 <= nx < W and m[ny][nx] and not seen[ny][nx]:
+                            seen[ny][nx] = True
+                            stack.append((ny, nx))
+                if len(comp) > len(best):
+                    best = comp
+    out = torch.zeros(H, W, dtype=torch.bool)
+    for y, x in best:
+        out[y, x] = True
+    return out
+
+
+def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
+    """Scores one generated single-object video against its prompt."""
+    got_color, shares = classify_color(video)
+    shapes, centers = [], []
+    for f in frames:
+        f = min(f, video.shape[0] - 1)
+        mask = largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
+        s, fill = blob_shape(mask)
+        shapes.append(s)
+        if mask.any():
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            centers.append((xs.float().mean().item() / video.shape[2], ys.float().mean().item() / video.shape[1]))
+    votes = [s for s in shapes if s is not None]
+    got_shape = max(set(votes), key=votes.count) if votes else None
+    return {"color_ok": got_color == color, "shape_ok": got_shape == shape, "got_color": got_color,
+            "got_shape": got_shape, "center": centers[len(centers) // 2] if centers else None}
+
+
+def load_models(dit=WEIGHTS / "toy_wan_dit.safetensors", vae=WEIGHTS / "toy_wan_vae.safetensors", shift=None):
+    """(model patcher, comfy VAE, toy CLIP) through ComfyUI's loaders."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import harness
+
+    nodes = harness.import_comfy()
+    import comfy.sd
+    import comfy.utils
+
+    from .comfy_clip import make_clip
+
+    model = comfy.sd.load_diffusion_model(str(dit))
+    if shift is not None:
+        import comfy_extras.nodes_model_advanced as adv
+
+        (model,) = adv.ModelSamplingSD3().patch(model, shift)
+    vae_model = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae)))
+    return nodes, model, vae_model, make_clip()
+
+
+def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=5.0, sampler="euler",
+             scheduler="simple", negative: str = "") -> torch.Tensor:
+    """One clip through CLIPTextEncode + KSampler + VAEDecode -> [F, H, W, 3]."""
+    (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
+    (neg,) = nodes.CLIPTextEncode().encode(clip, negative)
+    latent = {"samples": torch.zeros(1, 16, 5, data.SIZE // 8, data.SIZE // 8)}
+    (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, pos, neg, latent)
+    (images,) = nodes.VAEDecode().decode(vae, out)
+    return images.reshape(-1, *images.shape[-3:])
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--cfg", type=float, default=DEFAULTS["cfg"])
+    p.add_argument("--shift", type=float, default=DEFAULTS["shift"], help="ModelSamplingSD3 shift (0: ComfyUI's 8)")
+    p.add_argument("--sampler", default=DEFAULTS["sampler"])
+    p.add_argument("--scheduler", default=DEFAULTS["scheduler"])
+    p.add_argument("--dit", type=Path, default=WEIGHTS / "toy_wan_dit.safetensors")
+    p.add_argument("--vae", type=Path, default=WEIGHTS / "toy_wan_vae.safetensors")
+    p.add_argument("--save", type=Path, default=None, help="write a contact sheet PNG here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    nodes, model, vae, clip = load_models(args.dit, args.vae, args.shift or None)
+    rows, results = [], []
+    t0 = time.time()
+    for i in range(args.samples):
+        color, shape = i % len(data.COLORS), (i // len(data.COLORS)) % len(data.SHAPES)
+        prompt = data.caption_for([color], [shape])
+        video = generate(nodes, model, vae, clip, prompt, seed=1000 + i, steps=args.steps, cfg=args.cfg,
+                         sampler=args.sampler, scheduler=args.scheduler)
+        r = score_video(video, color, shape)
+        r["prompt"] = prompt
+        results.append(r)
+        rows.append(torch.cat([video[f] for f in (0, 8, 16)], 1))
+        print(f"{i:3d} {prompt:22s} colour {'ok' if r['color_ok'] else 'NO'} shape "
+              f"{'ok' if r['shape_ok'] else 'NO'} centre {r['center']}", flush=True)
+    n = len(results)
+    col = sum(r["color_ok"] for r in results) / n
+    shp = sum(r["shape_ok"] for r in results) / n
+    both = sum(r["color_ok"] and r["shape_ok"] for r in results) / n
+    centers = torch.tensor([r["center"] for r in results if r["center"] is not None])
+    spread = centers.std(0).tolist() if len(centers) > 1 else [0.0, 0.0]
+    cells = {(min(2, int(x * 3)), min(2, int(y * 3))) for x, y in centers.tolist()}
+    print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
+          f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    if args.save:
+        import numpy as np
+        from PIL import Image
+
+        grid = torch.cat(rows, 0)
+        Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
+    return {"colour": col, "shape": shp, "both": both, "spread": spread, "cells": len(cells), "results": results}
+
+
+if __name__ == "__main__":
+    main()

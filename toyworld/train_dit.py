@@ -1,0 +1,268 @@
+"""Train the toy world's tiny Wan 2.1 text-to-video DiT (the real ``comfy.ldm.wan.model.WanModel``).
+
+    python -m toyworld.train_dit --minutes 45 --out toyworld/weights/toy_wan_dit.safetensors
+
+Data: synthetic clips (toyworld.data, 17 x 128 x 128) encoded once with the shipped toy VAE
+(``--vae``) and normalised exactly as ComfyUI feeds latents to a WAN21 model:
+``comfy.latent_formats.Wan21().process_in(vae.encode(video))`` -- 16 x 5 x 16 x 16 latents,
+8 x 8 tokens per latent frame (patch 1 x 2 x 2), 320 tokens per clip. Encoding is interleaved with
+training (``--encode-per-step`` new clips per step, from a seed-ordered stream, into a growing pool)
+and cached under .cache/toyworld/, keyed by the VAE file's hash, so a rerun reuses it.
+
+Objective: ComfyUI's WAN21 flow matching (``ModelSamplingDiscreteFlow``, CONST prediction):
+x_t = (1 - sigma) x_0 + sigma * noise, the model gets timestep = 1000 * sigma and predicts the
+velocity noise - x_0 (ComfyUI: denoised = x_t - sigma * output). sigma = shift(u) with u uniform
+and ``--shift`` (3.0) so high noise levels, where layout is decided, are well covered.
+The caption is replaced by the empty prompt 10 % of the time so classifier-free guidance works.
+AdamW, warmup then cosine decay; EMA weights are exported (fp16, the bare key layout of ComfyUI's
+repackaged Wan ``diffusion_models`` files, which UNETLoader detects as WAN21) every
+``--ckpt-minutes`` and at the end.
+
+Seeded and reproducible with ``--steps N`` (schedule by steps); with ``--minutes`` alone the
+schedule follows the wall clock and the run stops by itself at the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data, text
+from ._comfy import ROOT, ensure_comfy_path, init_weights
+
+DEFAULT_OUT = ROOT / "toyworld" / "weights" / "toy_wan_dit.safetensors"
+DEFAULT_VAE = ROOT / "toyworld" / "weights" / "toy_wan_vae.safetensors"
+CACHE = ROOT / ".cache" / "toyworld"
+DIM, LAYERS, FFN = 128, 4, 512
+
+
+def dit_config(dim: int = DIM, layers: int = LAYERS, ffn: int = FFN) -> dict:
+    """Exactly the config comfy.model_detection derives from the saved state dict."""
+    return {"image_model": "wan2.1", "model_type": "t2v", "dim": dim, "out_dim": 16, "num_heads": dim // 128,
+            "ffn_dim": ffn, "num_layers": layers, "patch_size": (1, 2, 2), "freq_dim": 256,
+            "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}
+
+
+def build_dit(cfg: dict):
+    ensure_comfy_path()
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    return WanModel(**cfg, text_dim=text.WIDTH, operations=comfy.ops.disable_weight_init)
+
+
+def init_dit(model, seed: int) -> None:
+    init_weights(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("modulation"):
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+            elif ("norm" in name) and name.endswith(".weight") and p.dim() == 1:
+                p.fill_(1.0)
+            elif name.startswith("text_embedding") or name.startswith("time_embedding"):
+                if p.dim() == 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                else:
+                    p.zero_()
+        model.head.head.weight.zero_()
+        model.head.head.bias.zero_()
+
+
+def load_vae(path: Path = DEFAULT_VAE):
+    """The toy VAE as plain module (same class and config that comfy.sd.VAE builds)."""
+    import safetensors.torch
+
+    from .train_vae import build_vae
+
+    sd = safetensors.torch.load_file(str(path))
+    vae = build_vae(sd["decoder.head.0.gamma"].shape[0])
+    vae.load_state_dict({k: v.float() for k, v in sd.items()})
+    return vae.eval()
+
+
+def latent_format():
+    ensure_comfy_path()
+    import comfy.latent_formats
+
+    return comfy.latent_formats.Wan21()
+
+
+class LatentPool:
+    """Clips of seeds 0, 1, 2, ... encoded with one VAE and normalised with process_in; cached."""
+
+    def __init__(self, vae_path: Path, cache_dir: Path | None = CACHE, max_clips: int = 100000):
+        self.vae = load_vae(vae_path)
+        self.fmt = latent_format()
+        digest = hashlib.sha256(Path(vae_path).read_bytes()).hexdigest()[:12]
+        self.path = (Path(cache_dir) / f"latents-{digest}.pt") if cache_dir else None
+        self.latents, self.captions = [], []
+        self.max_clips = max_clips
+        if self.path and self.path.is_file():
+            saved = torch.load(self.path)
+            self.latents = list(saved["latents"][:max_clips].unbind(0))
+            self.captions = saved["captions"][:max_clips]
+
+    def __len__(self):
+        return len(self.latents)
+
+    @torch.no_grad()
+    def grow(self, n: int) -> None:
+        n = min(n, self.max_clips - len(self))
+        if n <= 0:
+            return
+        seeds = list(range(len(self), len(self) + n))
+        x, caps = data.make_batch(seeds)
+        z = self.fmt.process_in(self.vae.encode(x))
+        self.latents.extend(z.half().unbind(0))
+        self.captions.extend(caps)
+
+    def save(self) -> None:
+        if not self.path or not self.latents:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"latents": torch.stack(self.latents), "captions": self.captions}, tmp)
+        os.replace(tmp, self.path)
+
+
+def save_dit(model, path: Path, meta: dict) -> None:
+    import safetensors.torch
+
+    sd = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    safetensors.torch.save_file(sd, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget; stops by itself")
+    p.add_argument("--steps", type=int, default=0, help="exact step count (schedule by steps); 0: by time")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--vae", type=Path, default=DEFAULT_VAE)
+    p.add_argument("--cache-dir", default=str(CACHE), help="latent cache folder ('' for none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None, help="continue from this exported DiT (e.g. the shipped one)")
+    p.add_argument("--device", default="cpu", help="torch device for the training (cuda where there is one)")
+    p.add_argument("--dim", type=int, default=DIM)
+    p.add_argument("--layers", type=int, default=LAYERS)
+    p.add_argument("--ffn", type=int, default=FFN)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--shift", type=float, default=3.0)
+    p.add_argument("--cfg-drop", type=float, default=0.1)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--pool-init", type=int, default=64, help="clips encoded before the first step")
+    p.add_argument("--encode-per-step", type=int, default=2)
+    p.add_argument("--max-clips", type=int, default=6000)
+    p.add_argument("--ckpt-minutes", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=20)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = dit_config(args.dim, args.layers, args.ffn)
+    model = build_dit(cfg)
+    init_dit(model, args.seed)
+    if args.init:
+        import safetensors.torch
+
+        model.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()})
+    dev = torch.device(args.device)
+    model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    n_params = sum(v.numel() for v in model.parameters())
+    print(f"WanModel t2v dim={args.dim} layers={args.layers} ffn={args.ffn}: {n_params / 1e6:.2f} M parameters",
+          flush=True)
+
+    pool = LatentPool(args.vae, Path(args.cache_dir) if args.cache_dir else None, args.max_clips)
+    t_enc = time.time()
+    while len(pool) < min(args.pool_init, args.max_clips):
+        pool.grow(min(8, args.pool_init - len(pool)))
+    print(f"latent pool: {len(pool)} clips ({time.time() - t_enc:.0f}s)", flush=True)
+
+    encoder = text.ToyTextEncoder()
+    emb_cache: dict[str, torch.Tensor] = {}
+
+    def embed(caption: str) -> torch.Tensor:
+        if caption not in emb_cache:
+            emb_cache[caption] = encoder.encode_text([caption])[0]
+        return emb_cache[caption]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    g = torch.Generator().manual_seed(args.seed + 2)
+    budget = args.minutes * 60
+    t0 = time.time()
+    last_ckpt = t0
+    step = 0
+    losses, history = [], []
+
+    def export(final: bool):
+        save_dit(ema if step >= 50 else model, args.out,
+                 {"toyworld": "wan21_t2v_dit", "steps": step, "seed": args.seed, "final": final,
+                  "clips": len(pool), "shift_train": args.shift,
+                  "loss": f"{sum(losses[-50:]) / max(1, len(losses[-50:])):.5f}"})
+        pool.save()
+        print(f"  exported {args.out} at step {step} (pool {len(pool)})", flush=True)
+
+    while True:
+        elapsed = time.time() - t0
+        if args.steps and step >= args.steps:
+            break
+        if not args.steps and elapsed >= budget:
+            break
+        frac = step / args.steps if args.steps else elapsed / budget
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        if args.encode_per_step:
+            pool.grow(args.encode_per_step)
+        idx = torch.randint(0, len(pool), (args.batch,), generator=g).tolist()
+        x0 = torch.stack([pool.latents[i] for i in idx]).float()
+        drop = torch.rand(args.batch, generator=g) < args.cfg_drop
+        ctx = torch.stack([embed("" if d else pool.captions[i]) for i, d in zip(idx, drop.tolist())])
+        u = torch.rand(args.batch, generator=g)
+        sigma = args.shift * u / (1 + (args.shift - 1) * u)
+        noise = torch.randn(x0.shape, generator=g)
+        x0, ctx, sigma, noise = x0.to(dev), ctx.to(dev), sigma.to(dev), noise.to(dev)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        out = model(xt, sigma * 1000, ctx)
+        loss = F.mse_loss(out.float(), noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        losses.append(loss.item())
+        if step % args.log_every == 0 or step == 1:
+            avg = sum(losses[-args.log_every:]) / len(losses[-args.log_every:])
+            history.append((step, avg))
+            print(f"step {step} loss {avg:.4f} lr {lr:.2e} pool {len(pool)} t {time.time() - t0:.0f}s", flush=True)
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            export(False)
+            last_ckpt = time.time()
+    export(True)
+    print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min; first loss {losses[0]:.4f}, "
+          f"last-50 loss {sum(losses[-50:]) / len(losses[-50:]):.4f}", flush=True)
+    return {"steps": step, "losses": losses, "history": history, "pool": len(pool)}
+
+
+if __name__ == "__main__":
+    main()
