@@ -12,28 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_comfy_path() -> None:
-    """Put the ComfyUI checkout the pack is tested against on ``sys.path`` (idempotent), using
-    tests/harness.py's location rules ($BOXDIRECTOR_COMFYUI or .cache/comfyui-<version>)."""
-    if "comfy.ops" in sys.modules:
-        return
+    """Import the ComfyUI the pack is tested against, exactly as the tests do (tests/harness.py:
+    $BOXDIRECTOR_COMFYUI or .cache/comfyui-<version>, ``--cpu``, idempotent)."""
     tests = str(ROOT / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
     import harness
 
-    comfy_dir = str(harness.check_comfy_install())
-    if comfy_dir not in sys.path:
-        sys.path.insert(0, comfy_dir)
-    saved = sys.argv
-    sys.argv = [saved[0], "--cpu"]
-    try:
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401
-        import comfy.ops  # noqa: F401
-    finally:
-        sys.argv = saved
+    harness.import_comfy()
 
 
 def init_weights(module, seed: int) -> None:
