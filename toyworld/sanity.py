@@ -162,7 +162,6 @@ def main(argv=None) -> dict:
           f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
           f"({time.time() - t0:.0f}s)", flush=True)
     if args.save:
-        import numpy as np
         from PIL import Image
 
         grid = torch.cat(rows, 0)
