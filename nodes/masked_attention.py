@@ -153,8 +153,9 @@ class MaskedAttention:
         fwd = call.forward
         chunks = fwd.cond_or_uncond
         per_chunk = call.q.shape[0] // max(1, len(chunks))
-        plans = [plan if (not self.cond_only or c == 0) else None for c in chunks]
-        return ra.batch_plan(plans, [per_chunk] * len(chunks))
+        # Same plan and chunk layout on every call of a sampling run: build the batch plan once.
+        return self.memo(("batch", id(plan), tuple(chunks), per_chunk), lambda: ra.batch_plan(
+            [plan if (not self.cond_only or c == 0) else None for c in chunks], [per_chunk] * len(chunks)))
 
     # --- the attention ---------------------------------------------------------------------------
     def attend(self, call, proceed):
