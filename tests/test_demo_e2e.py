@@ -4,8 +4,9 @@ Masked Attention Patch. The controlled object must land in its box clearly more 
 uncontrolled one (if the patch did nothing, both sides would be the same pictures and the rates
 equal, so this can fail).
 
-Measured with the shipped (under-trained) toy DiT, seeds 0, 1, 2, 20 steps (printed by the test;
-re-measure when the weights change): see the figures printed with ``-s``.
+Measured with the shipped, under-trained toy DiT (2026-11-23; seeds 0, 1, 2; 20 steps; printed
+with ``-s``): centre in box 0.20 uncontrolled vs 0.65 controlled, mIoU 0.046 vs 0.163. Re-measure
+when the weights change; the margins below are about half the measured gaps.
 """
 
 import json
@@ -35,12 +36,13 @@ def test_demo_workflow_converts_and_validates(comfy_server, demo_prompt):
     # Two samplers on one seed: the plain model and the patched one.
     assert len(parts["samplers"]) == 2
     assert [demo.controlled(demo_prompt, n) for n in parts["samplers"]].count(True) == 1
-    # The server accepts it as is (the converter got every widget right): a bad seed is refused,
-    # naming the field, so validation really ran.
+    # Validation really runs on what the converter made: a model name the server does not list
+    # is refused, naming the field (every output depends on the model, so nothing is queued).
     bad = json.loads(json.dumps(demo_prompt))
-    bad[parts["samplers"][0]]["inputs"]["seed"] = -1
+    (loader,) = [n for n, v in bad.items() if v["class_type"] == "UNETLoader"]
+    bad[loader]["inputs"]["unet_name"] = "no_such_model.safetensors"
     status, answer = comfy_server.post("/prompt", {"prompt": bad})
-    assert status == 400 and "seed" in json.dumps(answer["node_errors"]), answer
+    assert status == 400 and "unet_name" in json.dumps(answer["node_errors"]), answer
 
 
 def test_control_puts_the_object_in_its_box_more_often(comfy_server, demo_prompt):
