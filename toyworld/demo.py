@@ -220,17 +220,17 @@ def write_video(rows: list, out: Path, fps: float = 8.0, scale: int = 2) -> list
     rows = [[im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in r] for r in rows]
     n = min(len(r) for r in rows)
     w = max(r[0].width for r in rows)
-    head = 16
+    head, gap = 16, 4 * scale   # white header with the column names; white gap between seeds
     frames = []
     for f in range(n):
-        canvas = Image.new("RGB", (w, head + sum(r[0].height for r in rows)), "white")
+        canvas = Image.new("RGB", (w, head + sum(r[0].height + gap for r in rows) - gap), "white")
         draw = ImageDraw.Draw(canvas)
         draw.text((4, 2), "uncontrolled", fill="black")
         draw.text((w // 2 + 4, 2), "box-controlled", fill="black")
         y = head
         for r in rows:
             canvas.paste(r[f], (0, y))
-            y += r[f].height
+            y += r[f].height + gap
         frames.append(canvas)
     written = []
     duration = int(1000 / fps)
