@@ -248,7 +248,8 @@ def build(info: dict, fam_key: str, method: str) -> dict:
         ms = g.add("ModelSamplingSD3", 2, shift=fam["shift"])
         g.link(*model_src, ms, "model")
         model_src = (ms, 0)
-    patch = g.add("BoxDirector.MaskedAttentionPatch", 2, mask_normalization=(method == "domain_adaptation"))
+    patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=pos_text,
+                  mask_normalization=(method == "domain_adaptation"))
     g.link(*model_src, patch, "model")
     g.link(regions, 0, patch, "regions")
     g.link(clip, 0, patch, "clip")

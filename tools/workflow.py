@@ -52,6 +52,9 @@ class Problem:
     kind: str          # missing_node | bad_link | bad_value | missing_input | missing_file | widget_count
     node: str          # "12 (KSampler)"
     message: str
+    node_type: str | None = None
+    input: str | None = None
+    value: object = None
 
     @property
     def is_error(self) -> bool:
@@ -363,7 +366,7 @@ def check(workflow: dict, object_info: dict) -> list[Problem]:
                     continue
                 bad = check_value(name, typ, opts, values[name])
                 if bad:
-                    problems.append(Problem(bad[0], where, bad[1]))
+                    problems.append(Problem(bad[0], where, bad[1], t, name, values[name]))
             elif required:
                 hint = "" if name in socket_names else " (the node has no such socket: re-create it in the UI)"
                 problems.append(Problem("missing_input", where, f"required input {name!r} ({typ}) is not connected{hint}"))
