@@ -198,7 +198,8 @@ def execution_error_text(entry: dict) -> str:
     for kind, data in (entry.get("status") or {}).get("messages", []):
         if kind == "execution_error":
             return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                    f"{data.get('exception_type', 'Error')}: {str(data.get('exception_message', '')).strip()}")
+                    f"{str(data.get('exception_type', 'Error')).rsplit('.', 1)[-1]}: "
+                    f"{str(data.get('exception_message', '')).strip()}")
         if kind == "execution_interrupted":
             return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
     return f"execution failed: {json.dumps(entry.get('status'))[:300]}"
