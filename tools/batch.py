@@ -173,8 +173,10 @@ def plan_jobs(prompt: dict, sweep: dict, object_info: dict | None, base_dir: Pat
 
 # --- errors as people read them ---------------------------------------------------------------
 def rejection_text(answer: dict, prompt: dict) -> str:
-    """POST /prompt's 400 answer -> one line per problem, naming node, input and message."""
-    lines = []
+    """POST /prompt's 400 answer -> one line per problem, naming node, input(s) and message."""
+    import re
+
+    problems: dict = {}      # (who, text) -> [input names]
     err = answer.get("error")
     for nid, entry in (answer.get("node_errors") or {}).items():
         node = prompt.get(str(nid), {})
@@ -185,8 +187,15 @@ def rejection_text(answer: dict, prompt: dict) -> str:
             inp = (e.get("extra_info") or {}).get("input_name")
             details = e.get("details") or ""
             msg = e.get("message") or ""
+            if msg.startswith("Custom validation failed"):
+                # ComfyUI repeats a node's own validation message once per input it names: show it once.
+                msg, details = re.sub(r"^(Custom validation failed for node: )?\S+ - ", "", details or msg), ""
             text = f"{msg}: {details}" if details and details not in msg and details != inp else msg
-            lines.append(f"{who}{' input ' + repr(inp) if inp else ''}: {text}")
+            problems.setdefault((who, text), [])
+            if inp and inp not in problems[(who, text)]:
+                problems[(who, text)].append(inp)
+    lines = [f"{who}{' input ' + ', '.join(map(repr, inps)) if inps else ''}: {text}"
+             for (who, text), inps in problems.items()]
     if not lines and err:
         lines.append(err.get("message", str(err)) if isinstance(err, dict) else str(err))
         if isinstance(err, dict) and err.get("details"):
@@ -341,12 +350,14 @@ class Server:
 class Batch:
     def __init__(self, jobs: list[Job], servers: list[str], out_dir: Path, manifest: Manifest, meta: dict,
                  max_queued: int = 2, retry_failed: bool = False, all_outputs: bool = False,
-                 progress: bool = True, poll: float = 2.0, request_timeout: float = 120.0, client_id: str = ""):
+                 progress: bool = True, poll: float = 2.0, request_timeout: float = 120.0, client_id: str = "",
+                 server_grace: float = 120.0):
         self.jobs, self.urls, self.out_dir = jobs, servers, out_dir
         self.manifest, self.meta = manifest, meta
         self.max_queued, self.retry_failed, self.all_outputs = max_queued, retry_failed, all_outputs
         self.show_progress, self.poll, self.request_timeout = progress, poll, request_timeout
         self.client_id = client_id
+        self.server_grace = server_grace
         self.pending: asyncio.Queue = asyncio.Queue()
         self.remaining = 0
         self.bar = None
@@ -373,11 +384,31 @@ class Batch:
 
     # following one prompt
     async def follow(self, server: Server, job: Job, prompt_id: str, t0: float) -> None:
+        import aiohttp
+
         ev = server.event(prompt_id)
+        lost_since = None
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ev.wait(), self.poll)
-            entry = await server.history(prompt_id)
+            try:
+                entry = await server.history(prompt_id)
+                if entry is None and lost_since is not None and await server.locate(prompt_id) is None:
+                    # The server came back without it (restarted, queue lost): send it again, same id.
+                    server.events.pop(prompt_id, None)
+                    await self.submit(server, job, prompt_id)
+                    return
+                lost_since = None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > self.server_grace:
+                    self.say(f"{server.url} has not answered for {self.server_grace:.0f} s; {job.describe()} "
+                             "goes to another server")
+                    self.down[server.url] = time.monotonic()
+                    server.events.pop(prompt_id, None)
+                    await self.pending.put(job)
+                    return
+                continue
             if entry is not None and (entry.get("status") or {}).get("completed") is not None:
                 break
             if ev.is_set():
@@ -458,20 +489,32 @@ class Batch:
     async def worker(self, server: Server, attach: list) -> None:
         import aiohttp
 
-        running: set = {asyncio.create_task(self.reattach(server, job, rec)) for job, rec in attach}
+        running = {asyncio.create_task(self.reattach(server, job, rec)): job for job, rec in attach}
+        tries: dict = {}
         while self.remaining > 0:
             while (len(running) < self.max_queued and not self.pending.empty()
                    and time.monotonic() - self.down.get(server.url, -1e9) > 10):
-                running.add(asyncio.create_task(self.submit(server, self.pending.get_nowait())))
+                job = self.pending.get_nowait()
+                running[asyncio.create_task(self.submit(server, job))] = job
             if not running:
                 await asyncio.sleep(0.2)
                 continue
-            done, running = await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(set(running), timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                job = running.pop(task)
                 exc = task.exception()
                 if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
-                    self.say(f"{server.url}: {type(exc).__name__}: {exc}; will retry")
+                    # Lost contact mid-way (reading the queue, downloading): the journal still holds the
+                    # prompt id, so the job is looked up again rather than sent blindly.
+                    self.say(f"{server.url}: {type(exc).__name__}: {exc}; {job.describe()} will be looked up again")
                     self.down[server.url] = time.monotonic()
+                    rec = self.manifest.records.get(job.key, {})
+                    tries[job.key] = tries.get(job.key, 0) + 1
+                    if rec.get("prompt_id") and rec.get("server") == server.url and tries[job.key] * 2 < self.server_grace:
+                        await asyncio.sleep(2)
+                        running[asyncio.create_task(self.reattach(server, job, rec))] = job
+                    else:
+                        await self.pending.put(job)
                 elif exc is not None:
                     raise exc
 
