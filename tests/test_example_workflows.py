@@ -174,15 +174,11 @@ def wait_history(server, pid, timeout=600):
     raise TimeoutError(f"prompt {pid} did not finish\n{server.log_tail()}")
 
 
-def test_conversion_follows_the_frontend_rules(server):
-    """Reroute, a PrimitiveNode on a converted widget, a bypassed and a muted node, a seed's
-    "control after generate" value, both LoadImage layouts: converted as the frontend does, and
-    the result is accepted and run by the server."""
-    wf = wf_module()
-    info = server.get("/object_info")
+def tricky_workflow() -> tuple[dict, dict]:
+    """The toy workflow with a Reroute, a PrimitiveNode on a converted widget (seed), a bypassed and
+    a muted node, and a seed "control after generate" of randomize; returns (workflow, nodes by type)."""
     w = load(ROOT / "example_workflows" / "toyworld_masked_attention.json")
     by_type = {n["type"]: n for n in w["nodes"]}
-    nodes = {n["id"]: n for n in w["nodes"]}
     links = w["links"]
     next_link = [max(link[0] for link in links) + 1]
 
@@ -217,6 +213,17 @@ def test_conversion_follows_the_frontend_rules(server):
     latent["widgets_values"] = [32, 32, 5, 1]
     traj = by_type["BoxDirector.BBoxTrajectory"]
     traj["widgets_values"][1:4] = [5, 32, 32]
+    return w, {"ks": ks, "dec": dec, "vae": vae, "ms": ms, "unet": unet, "patch": patch}
+
+
+def test_conversion_follows_the_frontend_rules(server):
+    """Reroute, a PrimitiveNode on a converted widget, a bypassed and a muted node, a seed's
+    "control after generate" value, both LoadImage layouts: converted as the frontend does, and
+    the result is accepted and run by the server."""
+    wf = wf_module()
+    info = server.get("/object_info")
+    w, n = tricky_workflow()
+    ks, dec, vae, ms, unet, patch = (n[k] for k in ("ks", "dec", "vae", "ms", "unet", "patch"))
     assert wf.check(w, info) == []
 
     prompt = wf.to_api(w, info)
