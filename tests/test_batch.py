@@ -12,9 +12,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import harness
+import pytest
 
 pytestmark = pytest.mark.server
 
@@ -120,7 +119,7 @@ def test_twenty_jobs_one_invalid_killed_and_resumed(servers, tmp_path):
         if r["index"] == 13:
             assert r["status"] == "rejected" and not r["outputs"]
             assert "BBoxTrajectory" in r["error"] and "objects[0].keyframes[1].box" in r["error"], r["error"]
-            assert f"job 13 [" in log and "objects[0].keyframes[1].box" in log
+            assert "job 13 [" in log and "objects[0].keyframes[1].box" in log
         else:
             assert r["status"] == "done", r
             assert len(r["outputs"]) == 1 and r["outputs"][0].endswith(".webp"), r
@@ -145,7 +144,8 @@ def test_crash_between_journal_and_post_is_resolved_through_the_server(servers, 
     reached the server. Both cases, made on purpose: the job that reached the server is waited for,
     the one that did not is posted (once) under the journalled id."""
     sys.path.insert(0, str(ROOT))
-    from boxdirector.tools import batch, workflow as wf
+    from boxdirector.tools import batch
+    from boxdirector.tools import workflow as wf
 
     server = servers[0]
     info = server.get("/object_info")

@@ -19,9 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import harness
+import pytest
 
 pytestmark = pytest.mark.server
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import browser
 import harness
+import pytest
 
 pytestmark = pytest.mark.browser
 
@@ -33,6 +32,6 @@ def test_frontend_converts_every_example_as_tools_workflow_does(comfy_server, tm
             }""", json.dumps(data))
             assert got["nodes"] == len(data["nodes"]), name
             ours = wf.to_api(data, info)
-            strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
+            strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}
             assert strip(got["output"]) == strip(ours), f"{name}:\nfrontend {json.dumps(strip(got['output']))[:3000]}"
     assert not browser.pack_errors(console, harness.PACK_NAME), console

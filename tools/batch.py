@@ -230,7 +230,7 @@ class Manifest:
                 except json.JSONDecodeError:
                     continue
                 self.records[rec["key"]] = {**self.records.get(rec["key"], {}), **rec}
-        self._fh = open(self.path, "a")
+        self._fh = open(self.path, "a")  # noqa: SIM115 -- the journal stays open for the whole run
 
     def write(self, key: str, **fields) -> dict:
         rec = {"key": key, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
@@ -342,7 +342,7 @@ class Server:
                             self.event(pid).set()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # server restarting or gone: history polling carries on, retry the socket
+            except Exception:  # noqa: BLE001 -- server restarting or gone: history polling carries on, retry the socket
                 await asyncio.sleep(1.0)
 
 

@@ -111,42 +111,42 @@ def trajectory(frames: int, width: int, height: int, objects: list) -> str:
 
 # --- the families: model files as Comfy-Org ships them, settings from ComfyUI's own examples -------------
 FAMILIES = {
-    "wan2.1_t2v_1.3B": dict(
-        title="Wan 2.1 text-to-video 1.3B", kind="wan_t2v",
-        unet="wan2.1_t2v_1.3B_fp16.safetensors", clip="umt5_xxl_fp8_e4m3fn_scaled.safetensors", clip_type="wan",
-        vae="wan_2.1_vae.safetensors", width=832, height=480, length=33, steps=30, cfg=6.0, sampler="uni_pc",
-        shift=8.0, fps=16, vram="about 8 GB of VRAM at 832x480x33"),
-    "wan2.1_t2v_14B": dict(
-        title="Wan 2.1 text-to-video 14B", kind="wan_t2v",
-        unet="wan2.1_t2v_14B_fp8_e4m3fn.safetensors", clip="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-        clip_type="wan", vae="wan_2.1_vae.safetensors", width=832, height=480, length=33, steps=30, cfg=6.0,
-        sampler="uni_pc", shift=8.0, fps=16,
-        vram="16-24 GB of VRAM (fp8); wan2.1_t2v_14B_fp16/bf16 need more; 1280x720 is its other native size"),
-    "wan2.1_i2v_480p_14B": dict(
-        title="Wan 2.1 image-to-video 14B (480p)", kind="wan_i2v",
-        unet="wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", clip="umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-        clip_type="wan", vae="wan_2.1_vae.safetensors", clip_vision="clip_vision_h.safetensors",
-        width=832, height=480, length=33, steps=20, cfg=6.0, sampler="uni_pc", shift=8.0, fps=16,
-        vram="16-24 GB of VRAM (fp8); the 720p model is wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors"),
-    "wan2.2_ti2v_5B": dict(
-        title="Wan 2.2 text/image-to-video 5B", kind="wan22_ti2v",
-        unet="wan2.2_ti2v_5B_fp16.safetensors", clip="umt5_xxl_fp8_e4m3fn_scaled.safetensors", clip_type="wan",
-        vae="wan2.2_vae.safetensors", width=1280, height=704, length=49, steps=20, cfg=5.0, sampler="uni_pc",
-        shift=8.0, fps=24, vram="about 8-12 GB of VRAM at 1280x704x49 (its latent is 16x smaller per axis pair)"),
-    "hunyuan_video_t2v_720p": dict(
-        title="HunyuanVideo text-to-video", kind="hunyuan",
-        unet="hunyuan_video_t2v_720p_bf16.safetensors", clip1="clip_l.safetensors",
-        clip2="llava_llama3_fp8_scaled.safetensors", vae="hunyuan_video_vae_bf16.safetensors",
-        width=848, height=480, length=49, steps=20, guidance=6.0, sampler="euler", shift=7.0, fps=24,
-        vram="24 GB of VRAM or more at 848x480x49 (weight_dtype fp8_e4m3fn halves the model)"),
-    "ltxv_2B": dict(
-        title="LTX-Video 2B", kind="ltxv", ckpt="ltx-video-2b-v0.9.5.safetensors", clip="t5xxl_fp16.safetensors",
-        clip_type="ltxv", width=768, height=512, length=97, steps=30, cfg=3.0, sampler="euler", fps=24,
-        vram="about 12 GB of VRAM at 768x512x97"),
-    "toyworld": dict(
-        title="Toy world (tiny Wan 2.1 trained by the pack; runs on a CPU)", kind="toy",
-        unet="toy_wan_dit.safetensors", vae="toy_wan_vae.safetensors", width=128, height=128, length=17,
-        steps=20, cfg=5.0, sampler="euler", shift=3.0, fps=8, vram="a CPU; a few seconds per clip"),
+    "wan2.1_t2v_1.3B": {
+        "title": "Wan 2.1 text-to-video 1.3B", "kind": "wan_t2v",
+        "unet": "wan2.1_t2v_1.3B_fp16.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_type": "wan",
+        "vae": "wan_2.1_vae.safetensors", "width": 832, "height": 480, "length": 33, "steps": 30, "cfg": 6.0, "sampler": "uni_pc",
+        "shift": 8.0, "fps": 16, "vram": "about 8 GB of VRAM at 832x480x33"},
+    "wan2.1_t2v_14B": {
+        "title": "Wan 2.1 text-to-video 14B", "kind": "wan_t2v",
+        "unet": "wan2.1_t2v_14B_fp8_e4m3fn.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "clip_type": "wan", "vae": "wan_2.1_vae.safetensors", "width": 832, "height": 480, "length": 33, "steps": 30, "cfg": 6.0,
+        "sampler": "uni_pc", "shift": 8.0, "fps": 16,
+        "vram": "16-24 GB of VRAM (fp8); wan2.1_t2v_14B_fp16/bf16 need more; 1280x720 is its other native size"},
+    "wan2.1_i2v_480p_14B": {
+        "title": "Wan 2.1 image-to-video 14B (480p)", "kind": "wan_i2v",
+        "unet": "wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "clip_type": "wan", "vae": "wan_2.1_vae.safetensors", "clip_vision": "clip_vision_h.safetensors",
+        "width": 832, "height": 480, "length": 33, "steps": 20, "cfg": 6.0, "sampler": "uni_pc", "shift": 8.0, "fps": 16,
+        "vram": "16-24 GB of VRAM (fp8); the 720p model is wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors"},
+    "wan2.2_ti2v_5B": {
+        "title": "Wan 2.2 text/image-to-video 5B", "kind": "wan22_ti2v",
+        "unet": "wan2.2_ti2v_5B_fp16.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_type": "wan",
+        "vae": "wan2.2_vae.safetensors", "width": 1280, "height": 704, "length": 49, "steps": 20, "cfg": 5.0, "sampler": "uni_pc",
+        "shift": 8.0, "fps": 24, "vram": "about 8-12 GB of VRAM at 1280x704x49 (its latent is 16x smaller per axis pair)"},
+    "hunyuan_video_t2v_720p": {
+        "title": "HunyuanVideo text-to-video", "kind": "hunyuan",
+        "unet": "hunyuan_video_t2v_720p_bf16.safetensors", "clip1": "clip_l.safetensors",
+        "clip2": "llava_llama3_fp8_scaled.safetensors", "vae": "hunyuan_video_vae_bf16.safetensors",
+        "width": 848, "height": 480, "length": 49, "steps": 20, "guidance": 6.0, "sampler": "euler", "shift": 7.0, "fps": 24,
+        "vram": "24 GB of VRAM or more at 848x480x49 (weight_dtype fp8_e4m3fn halves the model)"},
+    "ltxv_2B": {
+        "title": "LTX-Video 2B", "kind": "ltxv", "ckpt": "ltx-video-2b-v0.9.5.safetensors", "clip": "t5xxl_fp16.safetensors",
+        "clip_type": "ltxv", "width": 768, "height": 512, "length": 97, "steps": 30, "cfg": 3.0, "sampler": "euler", "fps": 24,
+        "vram": "about 12 GB of VRAM at 768x512x97"},
+    "toyworld": {
+        "title": "Toy world (tiny Wan 2.1 trained by the pack; runs on a CPU)", "kind": "toy",
+        "unet": "toy_wan_dit.safetensors", "vae": "toy_wan_vae.safetensors", "width": 128, "height": 128, "length": 17,
+        "steps": 20, "cfg": 5.0, "sampler": "euler", "shift": 3.0, "fps": 8, "vram": "a CPU; a few seconds per clip"},
 }
 
 PROMPTS = {
@@ -192,14 +192,14 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
     }[method]
     steps = [
         "What to change:",
-        "1. The prompt (the Prompt node feeds both the text encoder and the patch). Every object's "
-        "'prompt' phrase in the trajectory must appear word for word in it.",
-        "2. The boxes: draw them in the BBox Trajectory editor (one object per subject, keyframes on the "
+        ("1. The prompt (the Prompt node feeds both the text encoder and the patch). Every object's "
+        "'prompt' phrase in the trajectory must appear word for word in it."),
+        ("2. The boxes: draw them in the BBox Trajectory editor (one object per subject, keyframes on the "
         "timeline) or paste a Trajectory JSON. Its frames/width/height must match the video size node "
         f"({fam['width']}x{fam['height']}, {fam['length']} frames here), or set the node's frames/width/height "
-        "overrides.",
-        "3. Size and length: keep width/height multiples of 16 (32 for Wan 2.2 5B) and length 4k+1 "
-        "(8k+1 for LTX-Video).",
+        "overrides."),
+        ("3. Size and length: keep width/height multiples of 16 (32 for Wan 2.2 5B) and length 4k+1 "
+        "(8k+1 for LTX-Video)."),
         "4. The seed, steps and cfg on the sampler.",
     ]
     if fam["kind"] == "wan_i2v":

@@ -175,7 +175,7 @@ def _check_no_subgraphs(workflow: dict, nodes: dict) -> None:
     subgraphs = {sg.get("id") for sg in ((workflow.get("definitions") or {}).get("subgraphs") or [])}
     for node in nodes.values():
         t = str(node.get("type", ""))
-        if t in subgraphs or t.startswith("workflow>") or t.startswith("workflow/"):
+        if t in subgraphs or t.startswith(("workflow>", "workflow/")):
             raise WorkflowError(f"node {label(node)} is a subgraph/group node; this tool converts flat graphs "
                                 "only: in the UI, right-click it and choose Unpack/Convert to nodes, then save")
 
@@ -314,9 +314,8 @@ def check_value(name, typ, opts, value) -> tuple[str, str] | None:
     elif typ == "BOOLEAN":
         if not isinstance(value, bool):
             return ("bad_value", f"{name}: {value!r} is not true/false")
-    elif typ == "STRING":
-        if not isinstance(value, str):
-            return ("bad_value", f"{name}: {value!r} is not text")
+    elif typ == "STRING" and not isinstance(value, str):
+        return ("bad_value", f"{name}: {value!r} is not text")
     if typ in ("INT", "FLOAT"):
         lo, hi = opts.get("min"), opts.get("max")
         if lo is not None and value < lo:
@@ -338,7 +337,7 @@ def check(workflow: dict, object_info: dict) -> list[Problem]:
         _check_no_subgraphs(workflow, res.nodes)
     except WorkflowError as e:
         return [Problem("missing_node", "-", str(e))]
-    for nid, node in res.nodes.items():
+    for node in res.nodes.values():
         t = node.get("type")
         if t in FRONTEND_ONLY:
             continue
