@@ -183,3 +183,12 @@ def test_bad_sweep_keys_are_named(servers, tmp_path):
         proc = run_batch([WORKFLOW, sweep, "--out", tmp_path / "o", "--server", servers[0].url])
         log, _ = proc.communicate(timeout=120)
         assert proc.returncode == 2 and expected in log, (content, log)
+
+
+def test_shipped_example_sweep_plans_six_jobs(servers, tmp_path):
+    sweep = ROOT / "examples" / "batch" / "toy_sweep.json"
+    proc = run_batch([WORKFLOW, sweep, "--out", tmp_path / "o", "--server", servers[0].url, "--dry-run"])
+    log, _ = proc.communicate(timeout=120)
+    lines = [line for line in log.splitlines() if " job " in line]
+    assert proc.returncode == 0 and len(lines) == 6, log
+    assert sum("@corners.json" in line for line in lines) == 3, log
