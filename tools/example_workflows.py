@@ -1,0 +1,371 @@
+"""Writes example_workflows/*.json: one UI-format workflow per method and model family, with the
+model file names people download (the Comfy-Org repackaged files), a note saying what to change,
+and the pack's toy-world versions that run on any machine.
+
+    python -m tools.example_workflows --server http://127.0.0.1:8188   # or no --server: starts one
+    python -m tools.thumbnails                                         # then redraw the thumbnails
+
+Widget positions come from the server's /object_info (the same rules tools.workflow reads them
+back with), so the files stay loadable when ComfyUI reorders nothing; tests/test_example_workflows.py
+checks every file in example_workflows/ against a live server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from pathlib import Path
+
+from . import workflow as wf
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "example_workflows"
+COL_W, GAP = 360, 30
+
+
+class Graph:
+    """A UI-format workflow under construction, laid out in columns."""
+
+    def __init__(self, info: dict, name: str):
+        self.info, self.name = info, name
+        self.nodes, self.links = [], []
+        self.col_y = {}
+
+    def _place(self, col: int, height: int) -> list:
+        y = self.col_y.get(col, 60)
+        self.col_y[col] = y + height + GAP
+        return [40 + col * COL_W, y]
+
+    def add(self, type_: str, col: int, title: str | None = None, **values) -> dict:
+        node_def = self.info[type_]
+        layout = wf.widget_layout(node_def)
+        wv = []
+        for name, kind in layout:
+            if kind == "control":
+                wv.append("fixed")
+            elif kind == "upload":
+                wv.append("image")
+            else:
+                if name in values:
+                    wv.append(values.pop(name))
+                else:
+                    typ, opts = next((t, o) for n, t, o, _ in wf.ordered_inputs(node_def) if n == name)
+                    options = wf.combo_options(typ, opts)
+                    wv.append(opts["default"] if "default" in opts else (options[0] if options else None))
+        if values:
+            raise KeyError(f"{type_} has no widgets {sorted(values)}")
+        sockets = [{"name": n, "type": t if not isinstance(t, list) else "COMBO", "link": None}
+                   for n, t, o, _ in wf.ordered_inputs(node_def) if not wf.is_widget(t, o)]
+        outputs = [{"name": (node_def.get("output_name") or node_def["output"])[i], "type": t, "links": [],
+                    "slot_index": i} for i, t in enumerate(node_def["output"])]
+        n_widgets = sum(1 for _, k in layout if k == "value")
+        multiline = sum(1 for n, t, o, _ in wf.ordered_inputs(node_def) if t == "STRING" and o.get("multiline"))
+        height = 30 + 24 * (max(len(sockets), len(outputs)) + n_widgets) + 90 * multiline
+        node = {"id": len(self.nodes) + 1, "type": type_, "pos": self._place(col, height), "size": [320, height],
+                "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": sockets, "outputs": outputs,
+                "properties": {"Node name for S&R": type_}, "widgets_values": wv}
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    def note(self, col: int, text: str, title: str = "What to change", width: int = 420, height: int = 420) -> dict:
+        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": self._place(col, height), "size": [width, height],
+                "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [],
+                "properties": {}, "widgets_values": [text], "title": title, "color": "#432", "bgcolor": "#653"}
+        self.nodes.append(node)
+        return node
+
+    def link(self, src: dict, slot, dst: dict, name: str) -> None:
+        if isinstance(slot, str):
+            slot = next(i for i, o in enumerate(src["outputs"]) if o["name"] == slot)
+        typ = src["outputs"][slot]["type"]
+        lid = len(self.links) + 1
+        inp = next((i for i in dst["inputs"] if i["name"] == name), None)
+        if inp is None:  # a widget turned into an input, as the frontend does
+            t = next(t for n, t, o, _ in wf.ordered_inputs(self.info[dst["type"]]) if n == name)
+            inp = {"name": name, "type": t, "widget": {"name": name}, "link": None}
+            dst["inputs"].append(inp)
+        inp["link"] = lid
+        src["outputs"][slot]["links"].append(lid)
+        self.links.append([lid, src["id"], slot, dst["id"], dst["inputs"].index(inp), typ])
+
+    def to_ui(self) -> dict:
+        return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "boxdirector/" + self.name)), "revision": 0,
+                "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"ds": {"scale": 0.75, "offset": [0, 0]}, "boxdirector": {"example": self.name}},
+                "version": 0.4}
+
+
+def trajectory(frames: int, width: int, height: int, objects: list) -> str:
+    """A Trajectory document (README) with keyframes given at fractions of the clip."""
+    doc = {"version": 1, "frames": frames, "width": width, "height": height, "objects": []}
+    for oid, phrase, keys in objects:
+        kfs = [{"frame": round(t * (frames - 1)), "box": box, **({"ease": "ease_in_out"} if i == 0 else {})}
+               for i, (t, box) in enumerate(keys)]
+        doc["objects"].append({"id": oid, "prompt": phrase, "keyframes": kfs})
+    return json.dumps(doc, indent=1)
+
+
+# --- the families: model files as Comfy-Org ships them, settings from ComfyUI's own examples -------------
+FAMILIES = {
+    "wan2.1_t2v_1.3B": {
+        "title": "Wan 2.1 text-to-video 1.3B", "kind": "wan_t2v",
+        "unet": "wan2.1_t2v_1.3B_fp16.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_type": "wan",
+        "vae": "wan_2.1_vae.safetensors", "width": 832, "height": 480, "length": 33, "steps": 30, "cfg": 6.0, "sampler": "uni_pc",
+        "shift": 8.0, "fps": 16, "vram": "about 8 GB of VRAM at 832x480x33"},
+    "wan2.1_t2v_14B": {
+        "title": "Wan 2.1 text-to-video 14B", "kind": "wan_t2v",
+        "unet": "wan2.1_t2v_14B_fp8_e4m3fn.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "clip_type": "wan", "vae": "wan_2.1_vae.safetensors", "width": 832, "height": 480, "length": 33, "steps": 30, "cfg": 6.0,
+        "sampler": "uni_pc", "shift": 8.0, "fps": 16,
+        "vram": "16-24 GB of VRAM (fp8); wan2.1_t2v_14B_fp16/bf16 need more; 1280x720 is its other native size"},
+    "wan2.1_i2v_480p_14B": {
+        "title": "Wan 2.1 image-to-video 14B (480p)", "kind": "wan_i2v",
+        "unet": "wan2.1_i2v_480p_14B_fp8_e4m3fn.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "clip_type": "wan", "vae": "wan_2.1_vae.safetensors", "clip_vision": "clip_vision_h.safetensors",
+        "width": 832, "height": 480, "length": 33, "steps": 20, "cfg": 6.0, "sampler": "uni_pc", "shift": 8.0, "fps": 16,
+        "vram": "16-24 GB of VRAM (fp8); the 720p model is wan2.1_i2v_720p_14B_fp8_e4m3fn.safetensors"},
+    "wan2.2_ti2v_5B": {
+        "title": "Wan 2.2 text/image-to-video 5B", "kind": "wan22_ti2v",
+        "unet": "wan2.2_ti2v_5B_fp16.safetensors", "clip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "clip_type": "wan",
+        "vae": "wan2.2_vae.safetensors", "width": 1280, "height": 704, "length": 49, "steps": 20, "cfg": 5.0, "sampler": "uni_pc",
+        "shift": 8.0, "fps": 24, "vram": "about 8-12 GB of VRAM at 1280x704x49 (its latent is 16x smaller per axis pair)"},
+    "hunyuan_video_t2v_720p": {
+        "title": "HunyuanVideo text-to-video", "kind": "hunyuan",
+        "unet": "hunyuan_video_t2v_720p_bf16.safetensors", "clip1": "clip_l.safetensors",
+        "clip2": "llava_llama3_fp8_scaled.safetensors", "vae": "hunyuan_video_vae_bf16.safetensors",
+        "width": 848, "height": 480, "length": 49, "steps": 20, "guidance": 6.0, "sampler": "euler", "shift": 7.0, "fps": 24,
+        "vram": "24 GB of VRAM or more at 848x480x49 (weight_dtype fp8_e4m3fn halves the model)"},
+    "ltxv_2B": {
+        "title": "LTX-Video 2B", "kind": "ltxv", "ckpt": "ltx-video-2b-v0.9.5.safetensors", "clip": "t5xxl_fp16.safetensors",
+        "clip_type": "ltxv", "width": 768, "height": 512, "length": 97, "steps": 30, "cfg": 3.0, "sampler": "euler", "fps": 24,
+        "vram": "about 12 GB of VRAM at 768x512x97"},
+    "toyworld": {
+        "title": "Toy world (tiny Wan 2.1 trained by the pack; runs on a CPU)", "kind": "toy",
+        "unet": "toy_wan_dit.safetensors", "vae": "toy_wan_vae.safetensors", "width": 128, "height": 128, "length": 17,
+        "steps": 20, "cfg": 5.0, "sampler": "euler", "shift": 3.0, "fps": 8, "vram": "a CPU; a few seconds per clip"},
+}
+
+PROMPTS = {
+    "toy": ("a red circle and a blue square", "", [
+        ("circle", "red circle", [(0.0, [0.05, 0.1, 0.35, 0.4]), (1.0, [0.6, 0.1, 0.9, 0.4])]),
+        ("square", "blue square", [(0.0, [0.6, 0.55, 0.9, 0.9]), (1.0, [0.1, 0.55, 0.4, 0.9])])]),
+    "default": ("a corgi runs across a sunny park lawn towards a red ball, handheld camera, natural light",
+                "blurry, low quality, static, distorted, extra legs, watermark, text", [
+                    ("dog", "corgi", [(0.0, [0.02, 0.45, 0.32, 0.95]), (1.0, [0.5, 0.4, 0.8, 0.92])]),
+                    ("ball", "red ball", [(0.0, [0.78, 0.72, 0.9, 0.9]), (1.0, [0.82, 0.7, 0.95, 0.9])])]),
+}
+
+METHODS = {
+    "masked_attention": "Masked attention (PEEKABOO)",
+    "domain_adaptation": "Mask normalisation + temporal intrinsic denoising (domain-adaptation paper)",
+}
+
+
+def note_text(fam_key: str, fam: dict, method: str) -> str:
+    files = []
+    if fam["kind"] == "toy":
+        files.append("Nothing to download: run `python -m toyworld.install <ComfyUI folder>` once, it links "
+                     "toy_wan_dit.safetensors into models/diffusion_models and toy_wan_vae.safetensors into "
+                     "models/vae. The Toy Text Encoder knows only: a an the and red green blue yellow white "
+                     "circle square triangle.")
+    else:
+        for key, folder in (("unet", "models/diffusion_models"), ("ckpt", "models/checkpoints"),
+                            ("clip", "models/text_encoders"), ("clip1", "models/text_encoders"),
+                            ("clip2", "models/text_encoders"), ("clip_vision", "models/clip_vision"),
+                            ("vae", "models/vae")):
+            if key in fam:
+                files.append(f"- {fam[key]} -> {folder}/")
+        files = ["Model files (Comfy-Org repackaged releases; pick yours in the loader nodes if the name differs):"] + files
+    how = {
+        "masked_attention": (
+            "Method: Masked Attention Patch. For the first part of sampling (start/end_percent, default the "
+            "first 10 % of steps) each object's video tokens attend only inside its own box and to its own "
+            "words. Raise end_percent (0.2-0.4) for firmer placement, lower it for more freedom."),
+        "domain_adaptation": (
+            "Method: Masked Attention Patch with mask_normalization on (EFDM) + the Temporal Intrinsic "
+            "Denoise sampler, which refines the first 25 % of steps towards boxes whose content agrees "
+            "between frames (2 extra model evaluations per refined step: iterations, end_percent)."),
+    }[method]
+    steps = [
+        "What to change:",
+        ("1. The prompt (the Prompt node feeds both the text encoder and the patch). Every object's "
+        "'prompt' phrase in the trajectory must appear word for word in it."),
+        ("2. The boxes: draw them in the BBox Trajectory editor (one object per subject, keyframes on the "
+        "timeline) or paste a Trajectory JSON. Its frames/width/height must match the video size node "
+        f"({fam['width']}x{fam['height']}, {fam['length']} frames here), or set the node's frames/width/height "
+        "overrides."),
+        ("3. Size and length: keep width/height multiples of 16 (32 for Wan 2.2 5B) and length 4k+1 "
+        "(8k+1 for LTX-Video)."),
+        "4. The seed, steps and cfg on the sampler.",
+    ]
+    if fam["kind"] == "wan_i2v":
+        steps.append("5. Load your start image in Load Image and put the first keyframe's boxes where the objects "
+                     "are in that image.")
+    return "\n".join([f"{fam['title']} - {METHODS[method]}", "", how, "", *steps, "", *files, "",
+                      f"Needs {fam['vram']}.", "Outputs an animated WEBP in ComfyUI's output folder."])
+
+
+def build(info: dict, fam_key: str, method: str) -> dict:
+    fam = FAMILIES[fam_key]
+    kind = fam["kind"]
+    g = Graph(info, f"{fam_key}_{method}")
+    pos_text, neg_text, objects = PROMPTS["toy" if kind == "toy" else "default"]
+    W, H, L = fam["width"], fam["height"], fam["length"]
+
+    # Column 0: loaders and the prompt.
+    if kind == "ltxv":
+        ckpt = g.add("CheckpointLoaderSimple", 0, ckpt_name=fam["ckpt"])
+        model_src, vae_src = (ckpt, 0), (ckpt, 2)
+    else:
+        unet = g.add("UNETLoader", 0, unet_name=fam["unet"], weight_dtype="default")
+        model_src = (unet, 0)
+        vae = g.add("VAELoader", 0, vae_name=fam["vae"])
+        vae_src = (vae, 0)
+    if kind == "toy":
+        clip = g.add("BoxDirector.ToyTextEncoderLoader", 0)
+    elif kind == "hunyuan":
+        clip = g.add("DualCLIPLoader", 0, clip_name1=fam["clip1"], clip_name2=fam["clip2"], type="hunyuan_video")
+    else:
+        clip = g.add("CLIPLoader", 0, clip_name=fam["clip"], type=fam["clip_type"])
+    prompt = g.add("PrimitiveStringMultiline", 0, title="Prompt", value=pos_text)
+
+    # Column 1: the boxes.
+    traj = g.add("BoxDirector.BBoxTrajectory", 1, trajectory=trajectory(L, W, H, objects))
+    regions = g.add("BoxDirector.MaskSequence", 1)
+    g.link(traj, 0, regions, "trajectory")
+
+    # Column 2: text, model patching.
+    pos = g.add("CLIPTextEncode", 2, title="Positive", text=pos_text)
+    g.link(clip, 0, pos, "clip")
+    g.link(prompt, 0, pos, "text")
+    neg = g.add("CLIPTextEncode", 2, title="Negative", text=neg_text)
+    g.link(clip, 0, neg, "clip")
+    if kind != "ltxv":
+        ms = g.add("ModelSamplingSD3", 2, shift=fam["shift"])
+        g.link(*model_src, ms, "model")
+        model_src = (ms, 0)
+    patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=pos_text,
+                  mask_normalization=(method == "domain_adaptation"))
+    g.link(*model_src, patch, "model")
+    g.link(regions, 0, patch, "regions")
+    g.link(clip, 0, patch, "clip")
+    g.link(prompt, 0, patch, "prompt")
+    model_src = (patch, 0)
+
+    # Column 3: conditioning and latent per family.
+    pos_src, neg_src = (pos, 0), (neg, 0)
+    if kind == "wan_i2v":
+        image = g.add("LoadImage", 3, title="Start image", image="example.png")
+        cv_loader = g.add("CLIPVisionLoader", 3, clip_name=fam["clip_vision"])
+        cv = g.add("CLIPVisionEncode", 3, crop="none")
+        g.link(cv_loader, 0, cv, "clip_vision")
+        g.link(image, 0, cv, "image")
+        i2v = g.add("WanImageToVideo", 3, width=W, height=H, length=L, batch_size=1)
+        g.link(pos, 0, i2v, "positive")
+        g.link(neg, 0, i2v, "negative")
+        g.link(*vae_src, i2v, "vae")
+        g.link(cv, 0, i2v, "clip_vision_output")
+        g.link(image, 0, i2v, "start_image")
+        pos_src, neg_src, latent_src = (i2v, 0), (i2v, 1), (i2v, 2)
+    elif kind == "wan22_ti2v":
+        lat = g.add("Wan22ImageToVideoLatent", 3, width=W, height=H, length=L, batch_size=1)
+        g.link(*vae_src, lat, "vae")
+        latent_src = (lat, 0)
+    elif kind == "ltxv":
+        cond = g.add("LTXVConditioning", 3, frame_rate=float(fam["fps"]))
+        g.link(pos, 0, cond, "positive")
+        g.link(neg, 0, cond, "negative")
+        pos_src, neg_src = (cond, 0), (cond, 1)
+        lat = g.add("EmptyLTXVLatentVideo", 3, width=W, height=H, length=L, batch_size=1)
+        latent_src = (lat, 0)
+    else:
+        lat = g.add("EmptyHunyuanLatentVideo", 3, width=W, height=H, length=L, batch_size=1)
+        latent_src = (lat, 0)
+    if kind == "hunyuan":
+        fg = g.add("FluxGuidance", 3, guidance=fam["guidance"])
+        g.link(*pos_src, fg, "conditioning")
+        pos_src = (fg, 0)
+    cfg = 1.0 if kind == "hunyuan" else fam["cfg"]  # HunyuanVideo is guidance-distilled: cfg 1, FluxGuidance
+
+    # Column 4: sampling.
+    if method == "masked_attention" and kind != "ltxv":
+        ks = g.add("KSampler", 4, seed=42, steps=fam["steps"], cfg=cfg, sampler_name=fam["sampler"],
+                   scheduler="simple", denoise=1.0)
+        g.link(*model_src, ks, "model")
+        g.link(*pos_src, ks, "positive")
+        g.link(*neg_src, ks, "negative")
+        g.link(*latent_src, ks, "latent_image")
+        out_src = (ks, 0)
+    else:
+        if method == "domain_adaptation":
+            sampler = g.add("BoxDirector.TemporalIntrinsicDenoise", 4, base_sampler="euler", seed=0)
+            g.link(traj, 0, sampler, "trajectory")
+        else:
+            sampler = g.add("KSamplerSelect", 4, sampler_name=fam["sampler"])
+        if kind == "ltxv":
+            sigmas = g.add("LTXVScheduler", 4, steps=fam["steps"], max_shift=2.05, base_shift=0.95, stretch=True,
+                           terminal=0.1)
+            g.link(*latent_src, sigmas, "latent")
+        else:
+            sigmas = g.add("BasicScheduler", 4, scheduler="simple", steps=fam["steps"], denoise=1.0)
+            g.link(*model_src, sigmas, "model")
+        sc = g.add("SamplerCustom", 4, add_noise=True, noise_seed=42, cfg=cfg)
+        g.link(*model_src, sc, "model")
+        g.link(*pos_src, sc, "positive")
+        g.link(*neg_src, sc, "negative")
+        g.link(sampler, 0, sc, "sampler")
+        g.link(sigmas, 0, sc, "sigmas")
+        g.link(*latent_src, sc, "latent_image")
+        out_src = (sc, 0)
+
+    # Column 5: decode and save; the note.
+    if kind == "hunyuan":
+        dec = g.add("VAEDecodeTiled", 5, tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
+    else:
+        dec = g.add("VAEDecode", 5)
+    g.link(*out_src, dec, "samples")
+    g.link(*vae_src, dec, "vae")
+    save = g.add("SaveAnimatedWEBP", 5, filename_prefix=f"boxdirector/{fam_key}_{method}", fps=float(fam["fps"]),
+                 lossless=False, quality=90, method="default")
+    g.link(dec, 0, save, "images")
+    g.note(5, note_text(fam_key, fam, method))
+    return g.to_ui()
+
+
+def write_all(info: dict, out_dir: Path = OUT_DIR) -> list[Path]:
+    out_dir.mkdir(exist_ok=True)
+    paths = []
+    for fam_key in FAMILIES:
+        for method in METHODS:
+            path = out_dir / f"{fam_key}_{method}.json"
+            path.write_text(json.dumps(build(info, fam_key, method), indent=1) + "\n")
+            paths.append(path)
+    return paths
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.example_workflows", description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", help="a running ComfyUI with this pack (default: start one)")
+    p.add_argument("--out", type=Path, default=OUT_DIR)
+    args = p.parse_args(argv)
+    if args.server:
+        info = wf.fetch_object_info(args.server)
+    else:
+        import sys
+        import tempfile
+
+        sys.path.insert(0, str(ROOT / "tests"))
+        import harness
+
+        with tempfile.TemporaryDirectory() as base, harness.ComfyServer(Path(base)) as server:
+            info = server.get("/object_info")
+    for path in write_all(info, args.out):
+        print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+if __name__ == "__main__":
+    main()
