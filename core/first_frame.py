@@ -109,7 +109,7 @@ def _video_queries(q, k, v, frames, n, mode, strength, mask, extra_bias, scale):
         parts = []
         if sel_mask is not None:
             parts.append(sel_mask)
-        if E and (mask is not None or eb is not None):
+        if E:
             xm = mask[..., n:] if mask is not None else q.new_zeros(1, 1, 1, E)
             if eb is not None:
                 xm = xm + eb.to(q.device, dtype)
@@ -325,3 +325,48 @@ def shared_noise(noise: torch.Tensor, alpha: float, variance: str = "preserve", 
     rest = out.narrow(frame_dim, 1, noise.shape[frame_dim] - 1)
     rest.mul_(b).add_(alpha * eps1)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Together with region masking (MaskedAttentionPatch): one plan for both rules
+# --------------------------------------------------------------------------------------------
+
+PLAN_MODES = ("paper", "anchor", "own", "all")
+
+
+def region_frame_plan(labels: torch.Tensor, frames: int, mode: str):
+    """The intersection of PEEKABOO's region rule with a frame rule, as a
+    ``core.region_attention`` group plan over N = frames * S video tokens (frame-major).
+
+    Query token i (frame f, label g) attends the keys labelled g in the frames ``mode`` names:
+    ``paper`` frame 0; ``anchor`` frame 0 and f; ``own`` f only; ``all`` every frame (the region
+    rule alone, DiT self-attention). An object absent from frame 0 (it enters later) has no
+    first-frame keys: its queries then attend their own frame's (never an empty softmax).
+    Groups: one per (frame, label) present -- T x labels kernel calls, memoised per run.
+    """
+    from . import region_attention as ra
+
+    if mode not in PLAN_MODES:
+        raise ValueError(f"mode must be one of {PLAN_MODES}, got {mode!r}")
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    n = labels.numel()
+    if frames < 1 or n % frames:
+        raise ValueError(f"{n} tokens cannot be {frames} equal frames")
+    S = n // frames
+    lab = labels.view(frames, S)
+    if mode == "all":
+        return ra.self_attention_plan(labels)
+    queries, keys = [], []
+    for f in range(frames):
+        for g in torch.unique(lab[f]).tolist():
+            own = f * S + (lab[f] == g).nonzero().flatten()
+            first = (lab[0] == g).nonzero().flatten()
+            if mode == "own" or first.numel() == 0:
+                k = own
+            elif mode == "paper" or f == 0:
+                k = first
+            else:
+                k = torch.cat([first, own])
+            queries.append(own)
+            keys.append(k)
+    return ra.group_attention_plan(queries, keys, n, n)

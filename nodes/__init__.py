@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .first_frame import FirstFrameShare, SharedNoise
     from .intrinsic_denoise import TemporalIntrinsicDenoise
     from .masked_attention import MaskedAttentionPatch
     from .regions_nodes import MaskSequence
@@ -17,7 +18,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
     return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
             TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport,
-            ToyTextEncoderLoader]
+            ToyTextEncoderLoader, FirstFrameShare, SharedNoise]
 
 
 class BoxDirectorExtension(ComfyExtension):
