@@ -10,6 +10,11 @@ repetition so that machine load hits all three alike, medians reported:
 * dense      -- SDPA with a boolean N x N mask (what PEEKABOO's reference does; mask prebuilt);
 * region     -- ``masked_attention_bnc`` with a prebuilt ``self_attention_plan``.
 
+``--anchor`` instead times first-frame sharing's anchor mode (core.first_frame: every latent
+frame attends its own frame + the first) against full attention at growing latent frame counts
+(Wan 2.1 1.3B: 12 heads x 128, 1560 tokens per latent frame at 832 x 480; ``--frame-tokens`` to
+shrink it on CPU). Bound: score work 2S/N per frame = (2T - 1)/T^2 of the full attention's.
+
 The bound for region/unmasked is the share of score work left, sum_k n_k^2 / N^2 (f^2 + (1-f)^2 for
 one object: 0.905 at 5 %, 0.68 at 20 %, 0.5 at 50 %). Targets (from the issue): region never above
 1.0x unmasked and within 1.2x of the bound. Peak memory: torch.cuda peak on CUDA; on CPU the
@@ -35,6 +40,7 @@ import harness  # noqa: E402
 
 harness.import_pack()
 from boxdirector.core.region_attention import masked_attention_bnc, self_attention_plan  # noqa: E402
+from boxdirector.core.first_frame import first_frame_attention_bnc  # noqa: E402
 
 
 def token_grid(n: int):
@@ -138,7 +144,12 @@ def main(argv=None):
     ap.add_argument("--breakdown", action="store_true",
                     help="also time region attention's SDPA calls alone on pre-gathered groups (kernel share vs gather/scatter)")
     ap.add_argument("--out", default="out/bench_attention.json")
+    ap.add_argument("--anchor", action="store_true", help="time first-frame anchor mode vs full attention instead")
+    ap.add_argument("--frames", default="2,3,5,9,13,21", help="--anchor: latent frame counts")
+    ap.add_argument("--frame-tokens", type=int, default=None, help="--anchor: tokens per latent frame (Wan 1.3B 480p: 1560; CPU default 256)")
     args = ap.parse_args(argv)
+    if args.anchor:
+        return anchor_rows(args)
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -245,6 +256,58 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{len(rows)} rows in {elapsed:.0f} s -> {out}")
+    return result
+
+
+def anchor_rows(args):
+    """Anchor-mode rows: full SDPA vs first_frame_attention_bnc(mode="anchor") at growing frame counts."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    S = args.frame_tokens or (1560 if cuda else 256)
+    c = args.heads * args.head_dim
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    print(f"anchor mode: device={device} dtype={dtype} heads={args.heads} head_dim={args.head_dim} tokens/frame={S}")
+    print(f"{'frames':>6} {'N':>7} | {'full ms':>9} {'anchor ms':>9} | {'ratio':>6} {'paired':>6} {'bound':>6} | max|diff| vs dense")
+    for T in [int(x) for x in args.frames.split(",")]:
+        n = T * S
+        reps = args.reps or (10 if cuda else (5 if n <= 4096 else 3))
+        q, k, v = (torch.randn(args.batch, n, c, generator=gen).to(device, dtype) for _ in range(3))
+        comfy_sdpa(q[:, :64], k[:, :64], v[:, :64], args.heads)   # warm-up
+        first_frame_attention_bnc(q[:, : 2 * min(S, 32)], k[:, : 2 * min(S, 32)], v[:, : 2 * min(S, 32)], args.heads, 2)
+        t_full, t_anchor = [], []
+        for r in range(reps):
+            order = ("full", "anchor") if r % 2 else ("anchor", "full")
+            for name in order:
+                if name == "full":
+                    _, dt, _ = timed(lambda: comfy_sdpa(q, k, v, args.heads), device, False)
+                    t_full.append(dt)
+                else:
+                    _, dt, _ = timed(lambda: first_frame_attention_bnc(q, k, v, args.heads, T, "anchor"), device, False)
+                    t_anchor.append(dt)
+        err = None
+        if n <= 4096:   # a dense masked reference (N x N: only at small N)
+            fr = torch.arange(n, device=device) // S
+            allow = (fr[None, :] == 0) | (fr[None, :] == fr[:, None])
+            ref = comfy_sdpa(q, k, v, args.heads, allow)
+            err = float((first_frame_attention_bnc(q, k, v, args.heads, T, "anchor").float() - ref.float()).abs().max())
+        mf, ma = statistics.median(t_full), statistics.median(t_anchor)
+        row = dict(frames=T, tokens=n, tokens_per_frame=S, reps=reps, full_ms=round(mf * 1e3, 2),
+                   anchor_ms=round(ma * 1e3, 2), ratio=round(ma / mf, 4),
+                   ratio_paired=round(statistics.median(a / f for a, f in zip(t_anchor, t_full)), 4),
+                   bound=round((2 * T - 1) / T ** 2, 4), max_abs_diff_vs_dense=err)
+        rows.append(row)
+        print(f"{T:>6} {n:>7} | {row['full_ms']:>9.1f} {row['anchor_ms']:>9.1f} | {row['ratio']:>6.3f} "
+              f"{row['ratio_paired']:>6.3f} {row['bound']:>6.3f} | {'-' if err is None else f'{err:.2e}'}", flush=True)
+    result = dict(bench="first-frame anchor mode vs full attention", device=str(device),
+                  device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+                  torch=torch.__version__, threads=torch.get_num_threads(), dtype=str(dtype), heads=args.heads,
+                  head_dim=args.head_dim, batch=args.batch, rows=rows)
+    out = Path(args.out if args.out != "out/bench_attention.json" else "out/bench_attention_anchor.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"-> {out}")
     return result
 
 

@@ -7,7 +7,9 @@ from comfy_api.latest import ComfyExtension, io
 
 
 def node_classes() -> list[type[io.ComfyNode]]:
+    from .first_frame import FirstFrameShare, SharedNoise
     from .intrinsic_denoise import TemporalIntrinsicDenoise
+    from .long_video import LongVideoChunks
     from .masked_attention import MaskedAttentionPatch
     from .regions_nodes import MaskSequence
     from .toy_nodes import ToyTextEncoderLoader
@@ -17,7 +19,8 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
     return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
             TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport,
-            ToyTextEncoderLoader]
+            ToyTextEncoderLoader, FirstFrameShare, SharedNoise,
+            LongVideoChunks]
 
 
 class BoxDirectorExtension(ComfyExtension):

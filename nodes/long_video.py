@@ -1,0 +1,140 @@
+"""LongVideoChunks: a text-to-video longer than the model's native length, chunk by chunk along one
+long trajectory, anchored on the first chunk's first frame (dynamic mask guidance, METHODS.md §4).
+
+Layout and mathematics: ``core/long_video.py``; first-frame sharing: ``core/first_frame.py``;
+box guidance per chunk: the MaskedAttentionPatch rule on the chunk's slice of the regions.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..core import long_video as lv
+from ..core import token_layout
+from ..core.regions import Regions as RegionSet
+from . import attention_seam, model_families, types
+from .common import CATEGORY, node_id
+from .first_frame import FirstFrameShareRule, install_first
+from .masked_attention import MaskedAttention
+
+
+def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, noise_mask):
+    """One chunk through ComfyUI's own sampler (comfy.sample.sample, what KSampler runs)."""
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                               noise_mask=noise_mask, seed=seed, disable_pbar=True)
+
+
+class LongVideoChunks(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=node_id("LongVideoChunks"),
+            display_name="Long Video (Chunks)",
+            category=CATEGORY,
+            description=(
+                "Generates a text-to-video longer than the model's native length: chunk after chunk, each "
+                "continuing the previous one's last latent frames and anchored on the first chunk's first frame "
+                "(first-frame sharing), optionally steered along one long trajectory (regions). Returns one "
+                "latent for the whole video. Text-to-video latents with a causal VAE (Wan 2.1 / 2.2)."),
+            inputs=[
+                io.Model.Input("model", tooltip="The text-to-video model."),
+                io.Conditioning.Input("positive", tooltip="Positive conditioning (the same for every chunk)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning."),
+                io.Latent.Input("latent", tooltip="An empty latent of the model's native length (one chunk), e.g. "
+                                                  "Empty Hunyuan Latent Video at 81 frames for Wan."),
+                io.Int.Input("length", default=241, min=1, max=100000, step=4,
+                             tooltip="Pixel frames of the whole video (Wan: 4k + 1)."),
+                io.Int.Input("overlap", default=1, min=0, max=64,
+                             tooltip="Latent frames each chunk re-uses from the end of the previous chunk (kept "
+                                     "fixed while the rest is denoised)."),
+                io.Boolean.Input("anchor_first_frame", default=True,
+                                 tooltip="Put the first chunk's first latent frame in front of every later chunk "
+                                         "(kept fixed), so that every chunk can see it."),
+                io.Boolean.Input("first_frame_share", default=True,
+                                 tooltip="Every frame's self-attention also attends the chunk's first frame (the "
+                                         "anchor): anchor mode of First Frame Share, on every chunk."),
+                io.Float.Input("share_strength", default=1.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="First-frame key weight (log(strength) logit bias; 1 = plain)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Noise seed of the first chunk; chunk i uses seed + i."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps per chunk."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="CFG scale."),
+                io.Combo.Input("sampler_name", options=cls._samplers(), default="euler", tooltip="Sampler."),
+                io.Combo.Input("scheduler", options=cls._schedulers(), default="simple", tooltip="Scheduler."),
+                types.Regions.Input("regions", optional=True,
+                                    tooltip="Optional: per-object regions over the WHOLE video (Mask Sequence of "
+                                            "the long trajectory); each chunk is steered by its own slice."),
+                io.Float.Input("box_end_percent", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="With regions: masked self-attention (Masked Attention Patch) for this "
+                                       "first share of each chunk's steps. 0 = off."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The whole video's latent (decode with the model's VAE).")],
+        )
+
+    @staticmethod
+    def _samplers():
+        import comfy.samplers
+
+        return list(comfy.samplers.KSampler.SAMPLERS)
+
+    @staticmethod
+    def _schedulers():
+        import comfy.samplers
+
+        return list(comfy.samplers.KSampler.SCHEDULERS)
+
+    @classmethod
+    def validate_inputs(cls, overlap, anchor_first_frame):
+        if isinstance(overlap, int) and anchor_first_frame is False and overlap < 1:
+            return "overlap: needs at least 1 latent frame without anchor_first_frame (chunks must continue each other)"
+        return True
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, length=241, overlap=1, anchor_first_frame=True,
+                first_frame_share=True, share_strength=1.0, seed=0, steps=20, cfg=5.0, sampler_name="euler",
+                scheduler="simple", regions=None, box_end_percent=0.2) -> io.NodeOutput:
+        import comfy.sample
+        import comfy.utils
+
+        family = model_families.family_of(model)
+        if family.layout not in ("wan21", "wan22_ti2v"):
+            raise ValueError(f"model: Long Video (Chunks) supports Wan 2.1 / 2.2 text-to-video latents; got "
+                             f"{family.name}")
+        x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        if x.ndim != 5:
+            raise ValueError(f"latent: needs a video latent [B, C, T, H, W], got {tuple(x.shape)}")
+        T = x.shape[2]
+        total = token_layout.latent_frames(family.layout, length)
+        chunks = lv.plan_chunks(total, T, overlap, anchor_first_frame)
+        if regions is not None and regions.frames != length:
+            raise ValueError(f"regions: made for {regions.frames} frames but length is {length}; make the "
+                             "trajectory as long as the whole video")
+        base = model
+        if first_frame_share:
+            base = install_first(model, FirstFrameShareRule(mode="anchor", strength=float(share_strength)))
+        pbar = comfy.utils.ProgressBar(len(chunks))
+        outs = []
+        done = {}
+        for i, ch in enumerate(chunks):
+            m = base
+            if regions is not None and box_end_percent > 0:
+                sub = RegionSet(lv.chunk_masks(regions.masks, ch, family.layout), regions.ids, regions.prompts)
+                m = attention_seam.install(base, MaskedAttention(regions=sub, subject_tokens=None,
+                                                                 kinds=frozenset({"self"}), end=box_end_percent))
+            lat = torch.zeros_like(x)
+            mask = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype)
+            for j in range(ch.known):
+                lat[:, :, j] = done[ch.frames[j]]
+                mask[:, :, j] = 0.0
+            out = sample_chunk(m, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, lat,
+                               mask if ch.known else None)
+            for j, g in enumerate(ch.frames):
+                if j >= ch.known:
+                    done[g] = out[:, :, j]
+            outs.append(out)
+            pbar.update(1)
+        return io.NodeOutput({"samples": lv.assemble(chunks, outs, total)})

@@ -1,0 +1,78 @@
+"""Long videos by chunks: the chunk plan (core) and the LongVideoChunks node in ComfyUI's real
+sampler on the tiny Wan 2.1 model."""
+
+import json
+
+import pytest
+import torch
+
+import harness
+
+from boxdirector.core import long_video as lv  # noqa: E402
+
+
+@pytest.mark.core
+def test_plan_covers_every_frame_once_with_anchor_and_overlap():
+    chunks = lv.plan_chunks(13, 5, overlap=1, anchor=True)
+    assert chunks[0] == lv.Chunk((0, 1, 2, 3, 4), 0)
+    assert chunks[1] == lv.Chunk((0, 4, 5, 6, 7), 2)       # anchor 0, overlap 4, new 5..7
+    new = [g for c in chunks for g in c.new if g < 13]
+    assert sorted(new) == list(range(13)) and len(new) == 13
+    plain = lv.plan_chunks(13, 5, overlap=2, anchor=False)
+    assert plain[1] == lv.Chunk((3, 4, 5, 6, 7), 2)
+    with pytest.raises(ValueError, match="overlap"):
+        lv.plan_chunks(13, 5, overlap=4, anchor=True)
+    with pytest.raises(ValueError, match="overlap"):
+        lv.plan_chunks(13, 5, overlap=0, anchor=False)
+
+
+@pytest.mark.core
+def test_chunk_masks_follow_the_latent_frames():
+    masks = torch.arange(49, dtype=torch.float32).view(1, 49, 1, 1).expand(1, 49, 2, 2)
+    ch = lv.plan_chunks(13, 5, 1, True)[1]               # frames (0, 4, 5, 6, 7)
+    m = lv.chunk_masks(masks, ch)
+    assert m.shape[1] == 17                              # a native-length chunk: 1 + 4 * 4 pixel frames
+    assert m[0, :, 0, 0].tolist() == [0] + list(range(13, 17)) + list(range(17, 29))
+    last = lv.plan_chunks(13, 5, 1, True)[-1]
+    assert lv.chunk_masks(masks, last)[0, -1, 0, 0] == 48   # past the end: the last frame
+
+
+@pytest.mark.comfy
+def test_node_generates_one_long_latent_whose_first_chunk_is_a_native_run(tiny_model, pack_nodes):
+    tm = tiny_model("wan21_t2v")
+    pos, neg = tm.conditioning()
+    latent = tm.empty_latent()                           # [1, 16, T, H, W]: the native chunk
+    T = latent["samples"].shape[2]
+    length = 4 * (2 * T + 1)                             # > 2x native
+    from boxdirector.core.masks import box_masks
+    from boxdirector.core.regions import Regions
+    from boxdirector.core.trajectory import parse_trajectory, sample_boxes
+
+    h, w = tm.pixel_size
+    doc = {"version": 1, "frames": length + 1, "width": w, "height": h, "objects": [
+        {"id": "a", "prompt": "a", "keyframes": [{"frame": 0, "box": [0.0, 0.0, 0.4, 0.5]},
+                                                 {"frame": length, "box": [0.6, 0.5, 1.0, 1.0]}]}]}
+    boxes, vis = sample_boxes(parse_trajectory(json.dumps(doc)))
+    regions = Regions(box_masks(boxes, vis, h, w), ("a",), ("a",))
+    kw = dict(model=tm.patcher, positive=pos, negative=neg, latent=latent, length=length + 1, overlap=1,
+              anchor_first_frame=True, first_frame_share=True, share_strength=1.0, seed=1, steps=2, cfg=3.0,
+              sampler_name="euler", scheduler="simple", regions=regions, box_end_percent=0.5)
+    (out,) = harness.run_node("BoxDirector.LongVideoChunks", **kw).result
+    total = (length) // 4 + 1
+    x = out["samples"]
+    assert x.shape[2] == total and x.shape[:2] == latent["samples"].shape[:2] and torch.isfinite(x).all()
+    # the first chunk is exactly what the sampler gives for a native-length run with the same patch
+    from boxdirector.nodes.first_frame import FirstFrameShareRule, install_first
+    from boxdirector.nodes.long_video import sample_chunk
+
+    first = sample_chunk(install_first(tm.patcher, FirstFrameShareRule(mode="anchor")), 1, 2, 3.0, "euler",
+                         "simple", pos, neg, torch.zeros_like(latent["samples"]), None)
+    (again,) = harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, regions=None)).result
+    assert torch.equal(again["samples"][:, :, :T], first)
+    assert not torch.equal(again["samples"], x)          # the boxes steered it
+    ok, errors = harness.validate_prompt({"1": {"class_type": "BoxDirector.LongVideoChunks", "inputs": dict(
+        {k: v for k, v in kw.items() if not isinstance(v, (torch.Tensor, dict, list, type(tm.patcher), Regions))},
+        model=["9", 0], positive=["9", 0], negative=["9", 0], latent=["9", 0], overlap=0, anchor_first_frame=False)},
+        "9": {"class_type": "UNETLoader", "inputs": {"unet_name": "x.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "x"}}})
+    assert not ok and "overlap" in harness.error_text(errors)
