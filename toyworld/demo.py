@@ -8,7 +8,7 @@ What it does, step by step:
 1. links the toy DiT and VAE into a fresh ComfyUI base folder (``toyworld.install``) and starts a
    real ComfyUI 0.3.75 server with the pack in custom_nodes (``tests/harness.ComfyServer``);
 2. converts the shipped UI workflow ``example_workflows/toyworld_demo.json`` to an API prompt with
-   the server's own ``/object_info`` (``tests/workflow_api.py``), sets both KSamplers' seed, and
+   the server's own ``/object_info`` (``tools/workflow.py``, the converter the batch command uses), sets both KSamplers' seed, and
    queues one prompt per seed with ``POST /prompt``; waits on ``/history/<id>``;
 3. fetches the outputs with ``GET /view``: the raw frames of both samplers (SaveImage) and the
    workflow's side-by-side animation (Trajectory Preview -> Image Stitch -> SaveAnimatedWEBP);
@@ -38,7 +38,7 @@ for p in (str(ROOT / "tests"), str(ROOT)):
         sys.path.insert(0, p)
 
 import harness  # noqa: E402
-import workflow_api  # noqa: E402
+from tools import workflow as wf  # noqa: E402
 
 PATCH = "BoxDirector.MaskedAttentionPatch"
 
@@ -46,7 +46,12 @@ PATCH = "BoxDirector.MaskedAttentionPatch"
 # --- the prompt --------------------------------------------------------------------------------
 def load_prompt(server, workflow: Path = WORKFLOW) -> dict:
     """The UI workflow as an API prompt, converted with this server's /object_info."""
-    return workflow_api.ui_to_api(json.loads(Path(workflow).read_text()), server.get("/object_info"))
+    return wf.to_api(json.loads(Path(workflow).read_text()), server.get("/object_info"))
+
+
+def find_nodes(prompt: dict, class_type: str) -> list[str]:
+    """Ids of an API prompt's nodes of one type, in id order."""
+    return sorted((k for k, v in prompt.items() if v["class_type"] == class_type), key=int)
 
 
 def upstream(prompt: dict, node_id: str) -> set:
@@ -70,7 +75,7 @@ def demo_parts(prompt: dict) -> dict:
     """The nodes the demo reads: the trajectory widget, the two frame savers (by whether the patch
     is upstream), the side-by-side animation and the samplers whose seed it sets."""
     def one(kind, pick=lambda n: True):
-        found = [n for n in workflow_api.find_nodes(prompt, kind) if pick(n)]
+        found = [n for n in find_nodes(prompt, kind) if pick(n)]
         if len(found) != 1:
             raise ValueError(f"the demo workflow needs exactly one {kind} node of this role, found {found}")
         return found[0]
@@ -80,7 +85,7 @@ def demo_parts(prompt: dict) -> dict:
         "frames_plain": one("SaveImage", lambda n: not controlled(prompt, n)),
         "frames_controlled": one("SaveImage", lambda n: controlled(prompt, n)),
         "animation": one("SaveAnimatedWEBP"),
-        "samplers": workflow_api.find_nodes(prompt, "KSampler"),
+        "samplers": find_nodes(prompt, "KSampler"),
     }
 
 
