@@ -9,6 +9,7 @@ from comfy_api.latest import ComfyExtension, io
 def node_classes() -> list[type[io.ComfyNode]]:
     from .intrinsic_denoise import TemporalIntrinsicDenoise
     from .masked_attention import MaskedAttentionPatch
+    from .reattention_edit import ReAttentionEdit
     from .regions_nodes import MaskSequence
     from .toy_nodes import ToyTextEncoderLoader
     from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
@@ -17,7 +18,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
     return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
             TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport,
-            ToyTextEncoderLoader]
+            ToyTextEncoderLoader, ReAttentionEdit]
 
 
 class BoxDirectorExtension(ComfyExtension):
