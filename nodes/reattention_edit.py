@@ -50,7 +50,7 @@ log = logging.getLogger("boxdirector")
 
 DEFAULTS = {"steps": 20, "cfg": 5.0, "scheduler": "simple", "rad_strength": 1.0, "rad_end_percent": 0.5,
             "refine_iterations": reatco.MAX_REFINE, "topk_fraction": reatco.TOPK_FRACTION, "blocks": "all",
-            "frame_window": 0, "smooth_maps": True, "paste_background": True, "seed": 0}
+            "frame_window": 0, "smooth_maps": True, "paste_background": True, "seed": 0, "inversion_iterations": 3}
 MAX_STEPS, MAX_STRENGTH, MAX_REFINE_ITER, MAX_WINDOW = 1000, 100.0, 100, 1024
 
 
@@ -183,6 +183,7 @@ class EditPlan:
     frame_window: int = 0
     paste_background: bool = True
     seed: int = 0
+    inversion_iterations: int = 3
     stats: Optional[dict] = None
 
     def __deepcopy__(self, memo):
@@ -285,6 +286,7 @@ def rad_gradient(model_k, extra_args, z, sigma, plan: EditPlan, token_masks):
     return torch.stack(losses).mean(), torch.stack(worst).amax(0), grad.to(z.dtype)
 
 
+@torch.no_grad()
 def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None, *, plan: EditPlan):
     """The edit loop: inversion, then per step RAD updates (first ``rad_end`` of the steps) and a
     DDIM / Euler step, the regions' outside re-taken from the re-noised source after each."""
@@ -310,8 +312,9 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
 
     # 1. inversion
     t0 = time.perf_counter()
-    bar = comfy.utils.ProgressBar(steps)
-    traj = reatco.invert(lambda z, s: denoise(z, s, "invert"), src, sig, p, on_step=lambda i, _: bar.update(1))
+    bar = comfy.utils.ProgressBar(steps)   # one tick per inversion step (1 + inversion_iterations evaluations)
+    traj = reatco.invert(lambda z, s: denoise(z, s, "invert"), src, sig, p, on_step=lambda i, _: bar.update(1),
+                         fixed_point=plan.inversion_iterations)
     stats["inversion_s"] = time.perf_counter() - t0
     stats["inverted"] = traj[0].detach().cpu()
 
@@ -475,6 +478,11 @@ def run_edit(model, positive, negative, source: dict, regions: RegionSet, clip=N
     out = guider.sample(noise, samples.clone(), EditSampler(plan), sigmas, seed=int(options.get("seed", 0)),
                         disable_pbar=True)
     plan.stats["total_s"] = time.perf_counter() - t0
+    if plan.paste_background:
+        # The loop pasted the source in the model's latent space; its normalisation round trip
+        # (process_latent_in / _out) costs float rounding, so paste the user's own latent here.
+        region = plan.latent_region(samples.shape).to(out.device)
+        out = reatco.irjs_blend(out.float(), samples.to(out.device).float(), region).to(out.dtype)
     result = {k: v for k, v in source.items() if k not in ("samples", "noise_mask")}
     result["samples"] = out.to(samples.device)
     return result, plan.stats
@@ -521,6 +529,10 @@ class ReAttentionEdit(io.ComfyNode):
                              tooltip="Seed of the fresh noise IRJS re-noises the source with at every step."),
                 io.Int.Input("steps", default=DEFAULTS["steps"], min=1, max=MAX_STEPS,
                              tooltip="Steps of inversion and of editing (the reference: 50)."),
+                io.Int.Input("inversion_iterations", default=DEFAULTS["inversion_iterations"], min=0, max=MAX_REFINE_ITER,
+                             tooltip="Fixed-point refinements of each inversion step (each one model evaluation): "
+                                     "with few steps, plain DDIM inversion drifts and the edit loses the source's "
+                                     "look inside the boxes. 0 = plain DDIM inversion (ReAtCo)."),
                 io.Float.Input("cfg", default=DEFAULTS["cfg"], min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance while editing (inversion runs without)."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES),
@@ -557,7 +569,7 @@ class ReAttentionEdit(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, steps=None, cfg=None, rad_strength=None, rad_end_percent=None, refine_iterations=None,
-                        topk_fraction=None, blocks=None, frame_window=None, scheduler=None):
+                        topk_fraction=None, blocks=None, frame_window=None, scheduler=None, inversion_iterations=None):
         def num(v):
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -567,6 +579,7 @@ class ReAttentionEdit(io.ComfyNode):
                                 ("rad_strength", rad_strength, 0.0, MAX_STRENGTH),
                                 ("rad_end_percent", rad_end_percent, 0.0, 1.0),
                                 ("refine_iterations", refine_iterations, 0, MAX_REFINE_ITER),
+                                ("inversion_iterations", inversion_iterations, 0, MAX_REFINE_ITER),
                                 ("topk_fraction", topk_fraction, 0.01, 1.0), ("frame_window", frame_window, 0, MAX_WINDOW)):
             if num(v) and not (math.isfinite(v) and lo <= v <= hi):
                 return f"{name}: must be between {lo} and {hi}, got {v}"
@@ -581,10 +594,10 @@ class ReAttentionEdit(io.ComfyNode):
     def execute(cls, model, positive, negative, source, prompt="", seed=0, steps=20, cfg=5.0, scheduler="simple",
                 rad_strength=1.0, rad_end_percent=0.5, refine_iterations=reatco.MAX_REFINE,
                 topk_fraction=reatco.TOPK_FRACTION, blocks="all", frame_window=0, smooth_maps=True,
-                paste_background=True, trajectory=None, regions=None, clip=None,
+                paste_background=True, inversion_iterations=3, trajectory=None, regions=None, clip=None,
                 source_conditioning=None) -> io.NodeOutput:
         problem = cls.validate_inputs(steps, cfg, rad_strength, rad_end_percent, refine_iterations, topk_fraction,
-                                      blocks, frame_window, scheduler)
+                                      blocks, frame_window, scheduler, inversion_iterations)
         if problem is not True:
             raise ValueError(problem)
         region_set = regions_from_inputs(trajectory, regions)
@@ -593,5 +606,6 @@ class ReAttentionEdit(io.ComfyNode):
                           scheduler=scheduler, blocks=blocks, rad_strength=float(rad_strength),
                           rad_end=float(rad_end_percent), refine_iterations=int(refine_iterations),
                           topk_fraction=float(topk_fraction), smooth=bool(smooth_maps), frame_window=int(frame_window),
-                          paste_background=bool(paste_background), seed=int(seed))
+                          paste_background=bool(paste_background), seed=int(seed),
+                          inversion_iterations=int(inversion_iterations))
         return io.NodeOutput(out)
