@@ -94,6 +94,7 @@ def main(argv=None) -> dict:
     import harness
 
     harness.import_pack()
+    harness.import_comfy()
     import comfy.samplers
     from boxdirector.core.masks import box_masks
     from boxdirector.core.regions import Regions
