@@ -88,6 +88,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--refine", type=int, default=5, help="refine_iterations")
     p.add_argument("--inversion-iterations", type=int, default=3)
+    p.add_argument("--rad-strength", type=float, default=1.0, help="rad_strength of the RAD-on runs")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -114,7 +115,7 @@ def main(argv=None) -> dict:
         ref = ref.reshape(-1, 128, 128, 3)
         visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
         regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
-        for rad in (0.0, 1.0):
+        for rad in (0.0, args.rad_strength):
             out, st = rea.run_edit(model, pos, neg, latent, regions, clip=clip, prompt="a blue square",
                                    source_conditioning=src_text, steps=args.steps, cfg=args.cfg, rad_strength=rad,
                                    refine_iterations=args.refine, seed=seed,
@@ -156,11 +157,11 @@ def main(argv=None) -> dict:
         return sum(v) / len(v)
 
     print("\nsummary over seeds", seeds, f"({args.steps} steps, cfg {args.cfg})")
-    for rad in (0.0, 1.0):
+    for rad in (0.0, args.rad_strength):
         print(f"  RAD {'on ' if rad else 'off'}: background PSNR {mean('bg_psnr', rad):.1f} dB (min "
               f"{min(r['bg_psnr'] for r in rows if r['rad'] == rad):.1f}), blue object in box "
               f"{mean('in_box', rad):.0%} of frames, red circle left in box {mean('red_left', rad):.0%}")
-    on = [r for r in rows if r["rad"] == 1.0]
+    on = [r for r in rows if r["rad"] == args.rad_strength]
     edit_step = sum(r["step_s"] + r["rad_s"] for r in on) / sum(r["steps"] for r in on)
     rad_pass = sum(r["rad_s"] for r in on) / max(1, sum(r["rad_evaluations"] for r in on))
     inv = sum(r["inversion_s"] for r in on) / len(on)
