@@ -81,6 +81,10 @@ def peak_bytes(fn) -> int:
     return peak
 
 
+def is_red_circle(clip) -> bool:
+    return clip.colors == (0,) and clip.shapes == (0,)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -103,10 +107,9 @@ def main(argv=None) -> dict:
     from boxdirector.toyworld import data, sanity
 
     nodes, model, vae, clip = sanity.load_models(shift=sanity.DEFAULTS["shift"])
-    enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]   # noqa: E731
+    enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]
     pos, neg, src_text = enc("a blue square"), enc(""), enc("a red circle")
-    seeds = [s for s in range(5000) if (lambda c: c.colors == (0,) and c.shapes == (0,))(
-        data.make_clip(s, n_objects=1))][:args.seeds]
+    seeds = [s for s in range(5000) if is_red_circle(data.make_clip(s, n_objects=1))][:args.seeds]
     rows = []
     for seed in seeds:
         c = data.make_clip(seed, n_objects=1)

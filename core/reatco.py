@@ -27,8 +27,9 @@ Nothing here imports ComfyUI.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next:
 
 @torch.no_grad()
 def invert(denoise: Denoiser, x0: torch.Tensor, sigmas: Sequence[float] | torch.Tensor, parametrisation: str,
-           on_step: Optional[Callable[[int, torch.Tensor], None]] = None, fixed_point: int = 0) -> list[torch.Tensor]:
+           on_step: Callable[[int, torch.Tensor], None] | None = None, fixed_point: int = 0) -> list[torch.Tensor]:
     """DDIM inversion of the clean latent ``x0`` along the sampling schedule ``sigmas`` (descending,
     usually ending in 0). Returns the trajectory ``traj`` with ``traj[i]`` at ``sigmas[i]``:
     ``traj[-1] is x0`` and ``traj[0]`` is where regeneration / editing starts.
@@ -98,7 +99,7 @@ def invert(denoise: Denoiser, x0: torch.Tensor, sigmas: Sequence[float] | torch.
     estimate drifts far from that. Each iteration costs one model evaluation per step."""
     _check(parametrisation)
     s = [float(v) for v in (sigmas.tolist() if torch.is_tensor(sigmas) else sigmas)]
-    if len(s) < 2 or any(b >= a for a, b in zip(s, s[1:])):
+    if len(s) < 2 or any(b >= a for a, b in itertools.pairwise(s)):
         raise ValueError(f"invert: sigmas must be strictly decreasing with at least 2 entries, got {s}")
     traj = [x0]
     x = x0
@@ -132,7 +133,7 @@ def regenerate(denoise: Denoiser, x: torch.Tensor, sigmas: Sequence[float] | tor
     """Plain deterministic sampling (DDIM / flow Euler) from ``x`` at ``sigmas[0]``: the inverse of
     ``invert``, used to measure how well an inversion reconstructs its source."""
     s = [float(v) for v in (sigmas.tolist() if torch.is_tensor(sigmas) else sigmas)]
-    for cur, nxt in zip(s, s[1:]):
+    for cur, nxt in itertools.pairwise(s):
         x = ddim_step(x, denoise(x, cur), cur, nxt, parametrisation)
     return x
 
@@ -231,11 +232,11 @@ def rad_update(x: torch.Tensor, grad: torch.Tensor, step: float, sigma: float, p
     return x - step * vp_gain(sigma, parametrisation) * grad
 
 
-def refinement_target(step: int, steps: int) -> Optional[float]:
+def refinement_target(step: int, steps: int) -> float | None:
     """The foreground loss to refine down to before step ``step`` of ``steps`` (None: no
     refinement). The reference's steps 0 / 10 / 20 of 50 scale with the step count."""
     for frac, threshold in REFINE_AT:
-        if step == int(round(frac * steps)):
+        if step == round(frac * steps):
             return 1.0 - threshold
     return None
 

@@ -29,7 +29,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import comfy.samplers
 import comfy.utils
@@ -66,7 +65,7 @@ class CaptureState:
 
     active: bool = False
     maps: list = field(default_factory=list)      # per block: [N, W] head-averaged word probabilities
-    shape: Optional[tuple] = None                 # latent shape of the captured forward
+    shape: tuple | None = None                 # latent shape of the captured forward
 
 
 @dataclass(eq=False)
@@ -124,7 +123,7 @@ class CrossAttentionMaps:
         return q[:, :n], k, mask
 
 
-def word_probabilities(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], columns) -> torch.Tensor:
+def word_probabilities(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, columns) -> torch.Tensor:
     """Head mean of softmax(q k^T / sqrt(d) + mask) over the T text keys, word columns only: [N, W].
     One head at a time under checkpointing, so the backward pass holds one N x T head at a time."""
     from torch.utils.checkpoint import checkpoint
@@ -156,7 +155,7 @@ class EditGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "source": source if source is not None else negative})
 
-    def predict_noise(self, x, timestep, model_options={}, seed=None):
+    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (CFGGuider's signature)
         if self.mode == "invert":
             return comfy.samplers.sampling_function(self.inner_model, x, timestep, None, self.conds.get("source"), 1.0,
                                                     model_options=model_options, seed=seed)
@@ -184,7 +183,7 @@ class EditPlan:
     paste_background: bool = True
     seed: int = 0
     inversion_iterations: int = 3
-    stats: Optional[dict] = None
+    stats: dict | None = None
 
     def __deepcopy__(self, memo):
         return self
@@ -323,7 +322,7 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
     token_masks = plan.token_masks(src.shape).to(src.device) if plan.rad else None
     if plan.rad:
         stats["weights_swapped"] = ensure_autograd_weights(base.diffusion_model)
-    rad_steps = int(math.ceil(plan.rad_end * steps)) if plan.rad else 0
+    rad_steps = math.ceil(plan.rad_end * steps) if plan.rad else 0
     sizes = reatco.rad_step_sizes(rad_steps)
     gen = torch.Generator().manual_seed(int(plan.seed))
     bar = comfy.utils.ProgressBar(steps)

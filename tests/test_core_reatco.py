@@ -1,10 +1,10 @@
 """core.reatco against analytically known denoisers and hand-made attention maps."""
 
+import itertools
 import math
 
 import pytest
 import torch
-
 from boxdirector.core import reatco
 
 
@@ -43,7 +43,7 @@ def test_inversion_converges_to_the_exact_ode(parametrisation, schedule):
         exact = a0 * mu + math.sqrt(a0 * a0 * c * c + s0 * s0) * (x0 - mu) / c
         back = reatco.regenerate(den, traj[0], sigmas, parametrisation)
         errors.append((((traj[0] - exact).norm() / exact.norm()).item(), ((back - x0).norm() / x0.norm()).item()))
-    for (e1, r1), (e2, r2) in zip(errors, errors[1:]):
+    for (e1, r1), (e2, r2) in itertools.pairwise(errors):
         assert e2 < 0.6 * e1 and r2 < 0.6 * r1, errors
     assert errors[-1][0] < 0.04 and errors[-1][1] < 0.04, errors
 

@@ -11,16 +11,14 @@ import json
 import math
 import sys
 
+import harness
 import pytest
 import torch
 
-import harness
-
 harness.import_pack()
 
-from boxdirector.core import reatco  # noqa: E402
-from boxdirector.core.masks import box_masks  # noqa: E402
-from boxdirector.core.regions import Regions  # noqa: E402
+from boxdirector.core.masks import box_masks
+from boxdirector.core.regions import Regions
 
 pytestmark = pytest.mark.comfy
 STEPS = 3
@@ -38,16 +36,18 @@ def toy(comfy):
 
 
 def red_circle_clip():
+    sys.path.insert(0, str(harness.ROOT))
     from boxdirector.toyworld import data
 
-    seed = next(s for s in range(2000) if (lambda c: c.colors == (0,) and c.shapes == (0,))(
-        data.make_clip(s, n_objects=1)))
+    from bench.edit import is_red_circle
+
+    seed = next(s for s in range(2000) if is_red_circle(data.make_clip(s, n_objects=1)))
     return data.make_clip(seed, n_objects=1)
 
 
 @pytest.fixture(scope="module")
 def toy_source(toy):
-    nodes, model, vae, clip = toy
+    nodes, _model, vae, _clip = toy
     c = red_circle_clip()
     (latent,) = nodes.VAEEncode().encode(vae, c.video)
     visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
@@ -68,7 +68,7 @@ def psnr(a, b, mask=None):
 def edit(model, nodes, clip, latent, regions, prompt="a blue square", **kw):
     from boxdirector.nodes import reattention_edit as rea
 
-    args = dict(steps=STEPS, cfg=5.0, rad_strength=0.0, refine_iterations=0, seed=0)
+    args = {"steps": STEPS, "cfg": 5.0, "rad_strength": 0.0, "refine_iterations": 0, "seed": 0}
     args.update(kw)
     source_text = args.pop("source_text", "a red circle")
     return rea.run_edit(model, encode(nodes, clip, prompt), encode(nodes, clip, ""), latent, regions, clip=clip,
@@ -81,15 +81,15 @@ def test_inversion_then_regeneration_reconstructs_the_source(toy, toy_source):
     """Regions over the whole frame, the source prompt, cfg 1, no RAD: the edit is plain DDIM /
     Euler regeneration from the inverted latent. It must land far closer to the source than the
     same sampler started from random noise of the same seed."""
-    nodes, model, vae, clip = toy
+    nodes, model, _vae, clip = toy
     c, latent, _ = toy_source
     whole = Regions(torch.ones(1, c.video.shape[0], 128, 128), ("all",), ("red circle",))
     src = latent["samples"]
     out, stats = edit(model, nodes, clip, latent, whole, prompt="a red circle", cfg=1.0, steps=8, inversion_iterations=3)
     rel = float((out["samples"] - src).norm() / src.norm())
     # The same regeneration from random noise at the start level (flow: sigma_max = 1).
-    from boxdirector.nodes.reattention_edit import EditGuider
     import comfy.samplers
+    from boxdirector.nodes.reattention_edit import EditGuider
 
     guider = EditGuider(model)
     guider.set_conds(encode(nodes, clip, "a red circle"), encode(nodes, clip, ""))
@@ -109,10 +109,10 @@ def test_irjs_keeps_the_outside_of_the_regions(toy, toy_source):
     """IRJS alone (RAD off): outside the regions the latent is the source's exactly; decoded, the
     outside (past one latent pixel of the boxes, the VAE's reach) matches the VAE round trip of
     the source. Without the final paste the outside is only close."""
-    from boxdirector.nodes.reattention_edit import EditPlan, CaptureState
+    from boxdirector.nodes.reattention_edit import CaptureState, EditPlan
 
     nodes, model, vae, clip = toy
-    c, latent, regions = toy_source
+    _c, latent, regions = toy_source
     src = latent["samples"]
     out, _ = edit(model, nodes, clip, latent, regions)
     plan = EditPlan(masks=regions.masks, layout="wan21", objects=(), columns=(), state=CaptureState())
@@ -141,9 +141,9 @@ def test_rad_gradient_lowers_the_loss_under_inference_mode(toy_source, comfy):
     gets its gradient; with a small step, refinement iterations at step 0 lower the loss."""
     from boxdirector.toyworld import sanity
 
-    c, latent, regions = toy_source
+    _c, latent, regions = toy_source
     with torch.inference_mode():
-        nodes, model, vae, clip = sanity.load_models(shift=3.0)
+        nodes, model, _vae, clip = sanity.load_models(shift=3.0)
         assert next(model.model.diffusion_model.parameters()).is_inference()
         out, stats = edit(model, nodes, clip, latent, regions, rad_strength=0.05, rad_end=0.34, refine_iterations=3,
                           steps=STEPS)
@@ -160,7 +160,11 @@ def test_rad_gradient_lowers_the_loss_under_inference_mode(toy_source, comfy):
 
 def test_capture_rule_matches_dense_text_attention_and_leaves_the_output(comfy):
     from boxdirector.nodes import attention_seam, model_families
-    from boxdirector.nodes.reattention_edit import CaptureState, CrossAttentionMaps, MapsComplete
+    from boxdirector.nodes.reattention_edit import (
+        CaptureState,
+        CrossAttentionMaps,
+        MapsComplete,
+    )
 
     fam = model_families.SequenceDiT("Wan 2.1", "wan21", 3)
     fwd = attention_seam.ForwardCall(family=fam, latent_shape=(2, 16, 2, 4, 6), cond_or_uncond=(1, 0),
@@ -213,10 +217,11 @@ def wan_source(tm):
 
 def node_args(tm, text_clip, nodes, **kw):
     prompt = "a blue square"
-    args = dict(model=tm.patcher, positive=encode(nodes, text_clip, prompt), negative=encode(nodes, text_clip, ""),
-                source=wan_source(tm), clip=text_clip, prompt=prompt, seed=1, steps=2, cfg=3.0, scheduler="simple",
-                rad_strength=1.0, rad_end_percent=0.5, refine_iterations=0, topk_fraction=0.2, blocks="all",
-                frame_window=0, smooth_maps=True, paste_background=True)
+    args = {"model": tm.patcher, "positive": encode(nodes, text_clip, prompt),
+            "negative": encode(nodes, text_clip, ""), "source": wan_source(tm), "clip": text_clip, "prompt": prompt,
+            "seed": 1, "steps": 2, "cfg": 3.0, "scheduler": "simple", "rad_strength": 1.0, "rad_end_percent": 0.5,
+            "refine_iterations": 0, "topk_fraction": 0.2, "blocks": "all", "frame_window": 0, "smooth_maps": True,
+            "paste_background": True}
     args.update(kw)
     return args
 
