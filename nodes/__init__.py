@@ -11,6 +11,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
     from .intrinsic_denoise import TemporalIntrinsicDenoise
     from .long_video import LongVideoChunks
     from .masked_attention import MaskedAttentionPatch
+    from .reattention_edit import ReAttentionEdit
     from .regions_nodes import MaskSequence
     from .toy_nodes import ToyTextEncoderLoader
     from .trajectory_nodes import (BBoxTrajectory, TrajectoryExport, TrajectoryFromBBox,
@@ -19,8 +20,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
     return [BBoxTrajectory, MaskSequence, MaskedAttentionPatch, TemporalIntrinsicDenoise, TrajectoryPreview,
             TrajectoryFromCoordinates, TrajectoryFromTracks, TrajectoryFromBBox, TrajectoryFromMask, TrajectoryExport,
-            ToyTextEncoderLoader, FirstFrameShare, SharedNoise,
-            LongVideoChunks]
+            ToyTextEncoderLoader, FirstFrameShare, SharedNoise, LongVideoChunks, ReAttentionEdit]
 
 
 class BoxDirectorExtension(ComfyExtension):
