@@ -67,7 +67,8 @@ METHODS = {
     "masked": ({}, None),                                        # the node's defaults
     "masked end=0.05": ({"end_percent": 0.05}, None),
     "masked end=0.2": ({"end_percent": 0.2}, None),
-    "masked end=0.3": ({"end_percent": 0.3}, None),
+    "masked end=0.1": ({"end_percent": 0.1}, None),
+    "masked end=0.5": ({"end_percent": 0.5}, None),
     "masked blocks=first half": ({"blocks": "0%-50%"}, None),
     "masked blocks=second half": ({"blocks": "50%-100%"}, None),
     "masked union": ({"word_binding": "union"}, None),
@@ -77,7 +78,7 @@ METHODS = {
     "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
 }
 INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
-PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.1, "self_attention": True, "cross_attention": True,
+PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.3, "self_attention": True, "cross_attention": True,
                   "temporal_attention": True, "blocks": "all", "cond_only": False, "word_binding": "per_object",
                   "special_tokens": "background", "mask_normalization": False, "coverage": 0.5}
 

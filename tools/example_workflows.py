@@ -183,7 +183,7 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
     how = {
         "masked_attention": (
             "Method: Masked Attention Patch. For the first part of sampling (start/end_percent, default the "
-            "first 10 % of steps) each object's video tokens attend only inside its own box and to its own "
+            "first 30 % of steps) each object's video tokens attend only inside its own box and to its own "
             "words. Raise end_percent (0.2-0.4) for firmer placement, lower it for more freedom."),
         "domain_adaptation": (
             "Method: Masked Attention Patch with mask_normalization on (EFDM) + the Temporal Intrinsic "
