@@ -39,7 +39,9 @@ FILE_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): "models/checkpoints",
     ("LoraLoaderModelOnly", "lora_name"): "models/loras",
     ("LoadImage", "image"): "input",
+    ("LoadVideo", "file"): "input",
 }
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")
 LOADERS = {t for t, _ in FILE_INPUTS}
 PLACEHOLDERS: set = set()
 
@@ -73,11 +75,37 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+FAMILIES = ("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.2_ti2v_5B",
+            "hunyuan_video_t2v_720p", "ltxv_2B", "toyworld")
+COVERAGE = {  # method: the families it has a workflow for
+    "masked_attention": FAMILIES,
+    "domain_adaptation": FAMILIES,
+    "first_frame_share": FAMILIES,
+    "reattention_edit": tuple(f for f in FAMILIES if f != "wan2.1_i2v_480p_14B"),  # not image-to-video
+    "long_video": ("wan2.1_t2v_1.3B", "toyworld"),                                # Wan text-to-video only
+}
+
+
+def write_video(dst: Path, frames: int = 8) -> None:
+    """A real (tiny) video file, so that Load Video and Get Video Components run and only loaders fail."""
+    import av
+    import numpy as np
+
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(frames):
+            img = np.full((64, 64, 3), (90, 120 + 10 * i, 60), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
 def test_the_examples_cover_every_family_and_method():
     names = {p.stem for p in EXAMPLES}
-    for family in ("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.2_ti2v_5B",
-                   "hunyuan_video_t2v_720p", "ltxv_2B", "toyworld"):
-        for method in ("masked_attention", "domain_adaptation"):
+    for method, families in COVERAGE.items():
+        for family in families:
             assert f"{family}_{method}" in names, (family, method)
     for p in EXAMPLES:
         thumb = [p.with_suffix(ext) for ext in (".jpg", ".webp") if p.with_suffix(ext).is_file()]
@@ -85,7 +113,7 @@ def test_the_examples_cover_every_family_and_method():
         data = load(p)
         notes = [str(n.get("widgets_values", [""])[0]) for n in data["nodes"] if n["type"] in ("Note", "MarkdownNote")]
         assert notes, f"{p.name}: no note in the graph"
-        if p.stem.endswith(("_masked_attention", "_domain_adaptation")):
+        if p.stem.endswith(tuple("_" + m for m in COVERAGE)):
             assert any("What to change" in t for t in notes), f"{p.name}: no note saying what to change"
 
 
@@ -97,6 +125,11 @@ def test_family_workflows_use_the_file_names_people_have():
         "wan2.1_i2v_480p_14B_masked_attention": ["clip_vision_h.safetensors"],
         "hunyuan_video_t2v_720p_masked_attention": ["llava_llama3_fp8_scaled.safetensors", "clip_l.safetensors"],
         "ltxv_2B_masked_attention": ["t5xxl_fp16.safetensors"],
+        "wan2.1_t2v_1.3B_first_frame_share": ["wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"],
+        "wan2.1_t2v_1.3B_reattention_edit": ["wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"],
+        "wan2.1_t2v_1.3B_long_video": ["wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"],
+        "hunyuan_video_t2v_720p_reattention_edit": ["hunyuan_video_vae_bf16.safetensors"],
+        "ltxv_2B_first_frame_share": ["ltx-video-2b-v0.9.5.safetensors"],
     }.items():
         for f in files:
             assert f'"{f}"' in text[stem], (stem, f)
@@ -119,7 +152,9 @@ def test_example_workflow_validates_on_the_live_server(server, path):
         dst = server.base_dir / folder / p.value
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
-            if folder == "input":
+            if folder == "input" and dst.suffix.lower() in VIDEO_SUFFIXES:
+                write_video(dst)
+            elif folder == "input":
                 from PIL import Image
 
                 Image.new("RGB", (64, 64), (90, 120, 60)).save(dst)

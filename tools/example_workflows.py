@@ -162,7 +162,26 @@ PROMPTS = {
 METHODS = {
     "masked_attention": "Masked attention (PEEKABOO)",
     "domain_adaptation": "Mask normalisation + temporal intrinsic denoising (domain-adaptation paper)",
+    "first_frame_share": "First-frame sharing + shared noise + mask bias (dynamic mask guidance)",
+    "reattention_edit": "Region editing of an existing video (ReAtCo: inversion, RAD, IRJS)",
+    "long_video": "Long video in chunks, anchored on the first frame (dynamic mask guidance)",
 }
+# Which families each method has a workflow for. ReAttention Edit: the families its docs list (Wan,
+# HunyuanVideo, LTX-Video) without Wan image-to-video, whose start-image conditioning makes no sense when
+# the whole source video is given. Long Video (Chunks): Wan text-to-video only.
+METHOD_FAMILIES = {
+    "masked_attention": list(FAMILIES),
+    "domain_adaptation": list(FAMILIES),
+    "first_frame_share": list(FAMILIES),
+    "reattention_edit": [f for f in FAMILIES if FAMILIES[f]["kind"] != "wan_i2v"],
+    "long_video": ["wan2.1_t2v_1.3B", "toyworld"],
+}
+# ReAttention Edit: what replaces what (the edit prompt and the new object's phrase).
+EDITS = {
+    "toy": ("a red circle", "a blue square", "blue square"),
+    "default": (None, "a white cat runs across a sunny park lawn, handheld camera, natural light", "white cat"),
+}
+LONG = {"wan2.1_t2v_1.3B": (81, 241), "toyworld": (17, 41)}   # (chunk = native length, whole video) in frames
 
 
 def note_text(fam_key: str, fam: dict, method: str) -> str:
@@ -189,6 +208,23 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
             "Method: Masked Attention Patch with mask_normalization on (EFDM) + the Temporal Intrinsic "
             "Denoise sampler, which refines the first 25 % of steps towards boxes whose content agrees "
             "between frames (2 extra model evaluations per refined step: iterations, end_percent)."),
+        "first_frame_share": (
+            "Method: First Frame Share (anchor mode): in self-attention every frame also attends the first "
+            "latent frame, so each object keeps its colour and shape; its mask bias (mask_bias) pulls each "
+            "box towards its own words. Shared First-Frame Noise mixes the first frame's noise into every "
+            "frame (alpha) and feeds SamplerCustomAdvanced. mode 'paper' = attend the first frame only; "
+            "strength > 1 weighs the first frame more; alpha 0 = ordinary noise."),
+        "reattention_edit": (
+            "Method: ReAttention Edit (ReAtCo). The source video is inverted to noise, then resampled with the "
+            "edit prompt: only inside the boxes does anything change (IRJS re-takes everything outside from "
+            "the source at every step), and RAD pulls the new object's words into its box. Cost: "
+            "steps x (1 + inversion_iterations) evaluations to invert, then one guided step per step plus "
+            "RAD gradient passes in the first half (rad_end_percent)."),
+        "long_video": (
+            "Method: Long Video (Chunks). Chunk after chunk of the model's native length (the Empty latent "
+            "node), each continuing the previous chunk's last latent frame (overlap) and anchored on the first "
+            "frame (anchor_first_frame, first_frame_share), until 'length' frames; the boxes of ONE long "
+            "trajectory steer every chunk through its own slice (box_end_percent of each chunk's steps)."),
     }[method]
     steps = [
         "What to change:",
@@ -202,6 +238,43 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
         "(8k+1 for LTX-Video)."),
         "4. The seed, steps and cfg on the sampler.",
     ]
+    if method == "reattention_edit":
+        toy = fam["kind"] == "toy"
+        steps = [
+            "What to change:",
+            ("1. The source video: " + (
+                "here it is made in the same graph (a red circle, placed by Masked Attention Patch along the "
+                "Source boxes). To edit your own clip, VAE Encode its frames (Load Video -> Get Video Components "
+                "-> VAE Encode) into ReAttention Edit's source." if toy else
+                "put your clip in ComfyUI's input folder and pick it in Load Video. Upscale Image makes its frames "
+                f"{fam['width']}x{fam['height']} and Image From Batch keeps the first {fam['length']} "
+                "(change both with the size; fewer frames in the clip give a shorter video, then set the "
+                "trajectory's frames to match).")),
+            ("2. The edit prompt (the Prompt node feeds the text encoder and ReAttention Edit): the source's "
+             "description with the new object. The trajectory's object 'prompt' is the new object's phrase, word "
+             "for word in the edit prompt."),
+            ("3. The boxes (BBox Trajectory): where the new object goes, frame by frame; everything outside them is "
+             f"kept. Frames/width/height must match the source ({fam['width']}x{fam['height']}, {fam['length']} "
+             "frames here)."),
+            ("4. On ReAttention Edit: steps, cfg, rad_strength (0 = no RAD, only region-restricted resampling), "
+             "inversion_iterations (0 = plain DDIM inversion, faster, drifts more), frame_window (bounds RAD's "
+             "memory on long clips), blocks. A description of the source video into source_conditioning "
+             "inverts more faithfully" + (" (done here)." if toy else ".")),
+        ]
+    elif method == "long_video":
+        chunk, total = LONG[fam_key]
+        steps = [
+            "What to change:",
+            ("1. The prompt (the Prompt node feeds the text encoder; the objects' phrases in the trajectory must "
+             "appear in it word for word). The same prompt holds for every chunk."),
+            (f"2. length on Long Video (Chunks): the whole video ({total} frames here, 4k+1), and the Empty latent "
+             f"node's length: one chunk, the model's native length ({chunk} here)."),
+            (f"3. The boxes: ONE trajectory over the whole video (frames = length = {total}, "
+             f"{fam['width']}x{fam['height']}); each chunk is steered by its own slice."),
+            "4. seed (chunk i uses seed + i), steps, cfg, overlap, share_strength, box_end_percent.",
+        ]
+    elif method == "first_frame_share":
+        steps[4] = "4. The seed on Shared First-Frame Noise, steps on the scheduler, cfg on the guider."
     if fam["kind"] == "wan_i2v":
         steps.append("5. Load your start image in Load Image and put the first keyframe's boxes where the objects "
                      "are in that image.")
@@ -209,14 +282,9 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
                       f"Needs {fam['vram']}.", "Outputs an animated WEBP in ComfyUI's output folder."])
 
 
-def build(info: dict, fam_key: str, method: str) -> dict:
-    fam = FAMILIES[fam_key]
+def _loaders(g: Graph, fam: dict, prompt_text: str):
+    """Column 0: model, VAE, text encoder and the Prompt node; returns (model_src, vae_src, clip, prompt)."""
     kind = fam["kind"]
-    g = Graph(info, f"{fam_key}_{method}")
-    pos_text, neg_text, objects = PROMPTS["toy" if kind == "toy" else "default"]
-    W, H, L = fam["width"], fam["height"], fam["length"]
-
-    # Column 0: loaders and the prompt.
     if kind == "ltxv":
         ckpt = g.add("CheckpointLoaderSimple", 0, ckpt_name=fam["ckpt"])
         model_src, vae_src = (ckpt, 0), (ckpt, 2)
@@ -231,40 +299,51 @@ def build(info: dict, fam_key: str, method: str) -> dict:
         clip = g.add("DualCLIPLoader", 0, clip_name1=fam["clip1"], clip_name2=fam["clip2"], type="hunyuan_video")
     else:
         clip = g.add("CLIPLoader", 0, clip_name=fam["clip"], type=fam["clip_type"])
-    prompt = g.add("PrimitiveStringMultiline", 0, title="Prompt", value=pos_text)
+    prompt = g.add("PrimitiveStringMultiline", 0, title="Prompt", value=prompt_text)
+    return model_src, vae_src, clip, prompt
 
-    # Column 1: the boxes.
-    traj = g.add("BoxDirector.BBoxTrajectory", 1, trajectory=trajectory(L, W, H, objects))
-    regions = g.add("BoxDirector.MaskSequence", 1)
+
+def _boxes(g: Graph, fam: dict, objects: list, col: int = 1, frames: int | None = None, title: str | None = None):
+    traj = g.add("BoxDirector.BBoxTrajectory", col, title=title,
+                 trajectory=trajectory(frames or fam["length"], fam["width"], fam["height"], objects))
+    regions = g.add("BoxDirector.MaskSequence", col)
     g.link(traj, 0, regions, "trajectory")
+    return traj, regions
 
-    # Column 2: text, model patching.
-    pos = g.add("CLIPTextEncode", 2, title="Positive", text=pos_text)
+
+def _text(g: Graph, clip: dict, prompt: dict | None, pos_text: str, neg_text: str, col: int = 2,
+          pos_title: str = "Positive", neg_title: str = "Negative"):
+    pos = g.add("CLIPTextEncode", col, title=pos_title, text=pos_text)
     g.link(clip, 0, pos, "clip")
-    g.link(prompt, 0, pos, "text")
-    neg = g.add("CLIPTextEncode", 2, title="Negative", text=neg_text)
-    g.link(clip, 0, neg, "clip")
-    if kind != "ltxv":
-        ms = g.add("ModelSamplingSD3", 2, shift=fam["shift"])
-        g.link(*model_src, ms, "model")
-        model_src = (ms, 0)
-    patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=pos_text,
-                  mask_normalization=(method == "domain_adaptation"))
-    g.link(*model_src, patch, "model")
-    g.link(regions, 0, patch, "regions")
-    g.link(clip, 0, patch, "clip")
-    g.link(prompt, 0, patch, "prompt")
-    model_src = (patch, 0)
+    if prompt is not None:
+        g.link(prompt, 0, pos, "text")
+    neg = None
+    if neg_title:
+        neg = g.add("CLIPTextEncode", col, title=neg_title, text=neg_text)
+        g.link(clip, 0, neg, "clip")
+    return pos, neg
 
-    # Column 3: conditioning and latent per family.
-    pos_src, neg_src = (pos, 0), (neg, 0)
+
+def _shift(g: Graph, fam: dict, model_src: tuple, col: int = 2) -> tuple:
+    if fam["kind"] == "ltxv":
+        return model_src
+    ms = g.add("ModelSamplingSD3", col, shift=fam["shift"])
+    g.link(*model_src, ms, "model")
+    return (ms, 0)
+
+
+def _conditioning(g: Graph, fam: dict, pos: dict, neg: dict, vae_src: tuple, col: int = 3, latent: bool = True):
+    """The family's conditioning and (with latent) empty latent; returns (pos_src, neg_src, latent_src, cfg)."""
+    kind = fam["kind"]
+    W, H, L = fam["width"], fam["height"], fam["length"]
+    pos_src, neg_src, latent_src = (pos, 0), (neg, 0), None
     if kind == "wan_i2v":
-        image = g.add("LoadImage", 3, title="Start image", image="example.png")
-        cv_loader = g.add("CLIPVisionLoader", 3, clip_name=fam["clip_vision"])
-        cv = g.add("CLIPVisionEncode", 3, crop="none")
+        image = g.add("LoadImage", col, title="Start image", image="example.png")
+        cv_loader = g.add("CLIPVisionLoader", col, clip_name=fam["clip_vision"])
+        cv = g.add("CLIPVisionEncode", col, crop="none")
         g.link(cv_loader, 0, cv, "clip_vision")
         g.link(image, 0, cv, "image")
-        i2v = g.add("WanImageToVideo", 3, width=W, height=H, length=L, batch_size=1)
+        i2v = g.add("WanImageToVideo", col, width=W, height=H, length=L, batch_size=1)
         g.link(pos, 0, i2v, "positive")
         g.link(neg, 0, i2v, "negative")
         g.link(*vae_src, i2v, "vae")
@@ -272,24 +351,79 @@ def build(info: dict, fam_key: str, method: str) -> dict:
         g.link(image, 0, i2v, "start_image")
         pos_src, neg_src, latent_src = (i2v, 0), (i2v, 1), (i2v, 2)
     elif kind == "wan22_ti2v":
-        lat = g.add("Wan22ImageToVideoLatent", 3, width=W, height=H, length=L, batch_size=1)
-        g.link(*vae_src, lat, "vae")
-        latent_src = (lat, 0)
+        if latent:
+            lat = g.add("Wan22ImageToVideoLatent", col, width=W, height=H, length=L, batch_size=1)
+            g.link(*vae_src, lat, "vae")
+            latent_src = (lat, 0)
     elif kind == "ltxv":
-        cond = g.add("LTXVConditioning", 3, frame_rate=float(fam["fps"]))
+        cond = g.add("LTXVConditioning", col, frame_rate=float(fam["fps"]))
         g.link(pos, 0, cond, "positive")
         g.link(neg, 0, cond, "negative")
         pos_src, neg_src = (cond, 0), (cond, 1)
-        lat = g.add("EmptyLTXVLatentVideo", 3, width=W, height=H, length=L, batch_size=1)
-        latent_src = (lat, 0)
-    else:
-        lat = g.add("EmptyHunyuanLatentVideo", 3, width=W, height=H, length=L, batch_size=1)
+        if latent:
+            lat = g.add("EmptyLTXVLatentVideo", col, width=W, height=H, length=L, batch_size=1)
+            latent_src = (lat, 0)
+    elif latent:
+        lat = g.add("EmptyHunyuanLatentVideo", col, width=W, height=H, length=L, batch_size=1)
         latent_src = (lat, 0)
     if kind == "hunyuan":
-        fg = g.add("FluxGuidance", 3, guidance=fam["guidance"])
+        fg = g.add("FluxGuidance", col, guidance=fam["guidance"])
         g.link(*pos_src, fg, "conditioning")
         pos_src = (fg, 0)
     cfg = 1.0 if kind == "hunyuan" else fam["cfg"]  # HunyuanVideo is guidance-distilled: cfg 1, FluxGuidance
+    return pos_src, neg_src, latent_src, cfg
+
+
+def _sigmas(g: Graph, fam: dict, model_src: tuple, latent_src: tuple, col: int = 4) -> dict:
+    if fam["kind"] == "ltxv":
+        sigmas = g.add("LTXVScheduler", col, steps=fam["steps"], max_shift=2.05, base_shift=0.95, stretch=True,
+                       terminal=0.1)
+        g.link(*latent_src, sigmas, "latent")
+    else:
+        sigmas = g.add("BasicScheduler", col, scheduler="simple", steps=fam["steps"], denoise=1.0)
+        g.link(*model_src, sigmas, "model")
+    return sigmas
+
+
+def _decode_save(g: Graph, fam_key: str, fam: dict, method: str, out_src: tuple, vae_src: tuple, col: int = 5,
+                 suffix: str = "", title: str | None = None, note: bool = True):
+    if fam["kind"] == "hunyuan":
+        dec = g.add("VAEDecodeTiled", col, tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
+    else:
+        dec = g.add("VAEDecode", col)
+    g.link(*out_src, dec, "samples")
+    g.link(*vae_src, dec, "vae")
+    save = g.add("SaveAnimatedWEBP", col, title=title, filename_prefix=f"boxdirector/{fam_key}_{method}{suffix}",
+                 fps=float(fam["fps"]), lossless=False, quality=90, method="default")
+    g.link(dec, 0, save, "images")
+    if note:
+        g.note(col, note_text(fam_key, fam, method))
+
+
+def build(info: dict, fam_key: str, method: str) -> dict:
+    return {"first_frame_share": build_first_frame_share, "reattention_edit": build_reattention_edit,
+            "long_video": build_long_video}.get(method, build_masked)(info, fam_key, method)
+
+
+def build_masked(info: dict, fam_key: str, method: str) -> dict:
+    """masked_attention and domain_adaptation: Masked Attention Patch, KSampler or SamplerCustom."""
+    fam = FAMILIES[fam_key]
+    kind = fam["kind"]
+    g = Graph(info, f"{fam_key}_{method}")
+    pos_text, neg_text, objects = PROMPTS["toy" if kind == "toy" else "default"]
+
+    model_src, vae_src, clip, prompt = _loaders(g, fam, pos_text)            # column 0
+    traj, regions = _boxes(g, fam, objects)                                  # column 1
+    pos, neg = _text(g, clip, prompt, pos_text, neg_text)                    # column 2: text, model patching
+    model_src = _shift(g, fam, model_src)
+    patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=pos_text,
+                  mask_normalization=(method == "domain_adaptation"))
+    g.link(*model_src, patch, "model")
+    g.link(regions, 0, patch, "regions")
+    g.link(clip, 0, patch, "clip")
+    g.link(prompt, 0, patch, "prompt")
+    model_src = (patch, 0)
+    pos_src, neg_src, latent_src, cfg = _conditioning(g, fam, pos, neg, vae_src)   # column 3
 
     # Column 4: sampling.
     if method == "masked_attention" and kind != "ltxv":
@@ -306,13 +440,7 @@ def build(info: dict, fam_key: str, method: str) -> dict:
             g.link(traj, 0, sampler, "trajectory")
         else:
             sampler = g.add("KSamplerSelect", 4, sampler_name=fam["sampler"])
-        if kind == "ltxv":
-            sigmas = g.add("LTXVScheduler", 4, steps=fam["steps"], max_shift=2.05, base_shift=0.95, stretch=True,
-                           terminal=0.1)
-            g.link(*latent_src, sigmas, "latent")
-        else:
-            sigmas = g.add("BasicScheduler", 4, scheduler="simple", steps=fam["steps"], denoise=1.0)
-            g.link(*model_src, sigmas, "model")
+        sigmas = _sigmas(g, fam, model_src, latent_src)
         sc = g.add("SamplerCustom", 4, add_noise=True, noise_seed=42, cfg=cfg)
         g.link(*model_src, sc, "model")
         g.link(*pos_src, sc, "positive")
@@ -322,17 +450,136 @@ def build(info: dict, fam_key: str, method: str) -> dict:
         g.link(*latent_src, sc, "latent_image")
         out_src = (sc, 0)
 
-    # Column 5: decode and save; the note.
-    if kind == "hunyuan":
-        dec = g.add("VAEDecodeTiled", 5, tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
+    _decode_save(g, fam_key, fam, method, out_src, vae_src)                  # column 5: decode, save, note
+    return g.to_ui()
+
+
+def build_first_frame_share(info: dict, fam_key: str, method: str) -> dict:
+    """First Frame Share (anchor + mask bias) on the model, Shared First-Frame Noise into SamplerCustomAdvanced."""
+    fam = FAMILIES[fam_key]
+    g = Graph(info, f"{fam_key}_{method}")
+    pos_text, neg_text, objects = PROMPTS["toy" if fam["kind"] == "toy" else "default"]
+
+    model_src, vae_src, clip, prompt = _loaders(g, fam, pos_text)
+    _traj, regions = _boxes(g, fam, objects)
+    pos, neg = _text(g, clip, prompt, pos_text, neg_text)
+    model_src = _shift(g, fam, model_src)
+    share = g.add("BoxDirector.FirstFrameShare", 2, mode="anchor", strength=1.0, prompt=pos_text, mask_bias=1.0)
+    g.link(*model_src, share, "model")
+    g.link(regions, 0, share, "regions")
+    g.link(clip, 0, share, "clip")
+    g.link(prompt, 0, share, "prompt")
+    model_src = (share, 0)
+    pos_src, neg_src, latent_src, cfg = _conditioning(g, fam, pos, neg, vae_src)
+
+    noise = g.add("BoxDirector.SharedNoise", 4, noise_seed=42, alpha=0.2, variance="preserve")
+    guider = g.add("CFGGuider", 4, cfg=cfg)
+    g.link(*model_src, guider, "model")
+    g.link(*pos_src, guider, "positive")
+    g.link(*neg_src, guider, "negative")
+    sampler = g.add("KSamplerSelect", 4, sampler_name=fam["sampler"])
+    sigmas = _sigmas(g, fam, model_src, latent_src)
+    sca = g.add("SamplerCustomAdvanced", 4)
+    g.link(noise, 0, sca, "noise")
+    g.link(guider, 0, sca, "guider")
+    g.link(sampler, 0, sca, "sampler")
+    g.link(sigmas, 0, sca, "sigmas")
+    g.link(*latent_src, sca, "latent_image")
+    _decode_save(g, fam_key, fam, method, (sca, 0), vae_src)
+    return g.to_ui()
+
+
+def build_reattention_edit(info: dict, fam_key: str, method: str) -> dict:
+    """ReAttention Edit of a source video: the user's clip (Load Video), or for the toy world a clip made in the
+    same graph (a red circle placed by Masked Attention Patch), edited inside the boxes."""
+    fam = FAMILIES[fam_key]
+    kind = fam["kind"]
+    W, H, L = fam["width"], fam["height"], fam["length"]
+    g = Graph(info, f"{fam_key}_{method}")
+    src_text, edit_text, phrase = EDITS["toy" if kind == "toy" else "default"]
+    _, neg_text, objects = PROMPTS["toy" if kind == "toy" else "default"]
+    keys = objects[0][2]   # the new object follows the first object's boxes (the circle / the dog)
+
+    model_src, vae_src, clip, prompt = _loaders(g, fam, edit_text)
+    model_src = _shift(g, fam, model_src, col=0)
+    if kind == "toy":
+        # Column 1-2: the source video, made here: "a red circle" along the same boxes.
+        src_traj, src_regions = _boxes(g, fam, [("circle", "red circle", keys)], title="Source boxes")
+        src_pos, neg = _text(g, clip, None, src_text, neg_text, col=1, pos_title="Source prompt")
+        patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=src_text)
+        g.link(*model_src, patch, "model")
+        g.link(src_regions, 0, patch, "regions")
+        g.link(clip, 0, patch, "clip")
+        lat = g.add("EmptyHunyuanLatentVideo", 2, width=W, height=H, length=L, batch_size=1)
+        ks = g.add("KSampler", 2, title="Source video", seed=42, steps=fam["steps"], cfg=fam["cfg"],
+                   sampler_name=fam["sampler"], scheduler="simple", denoise=1.0)
+        g.link(patch, 0, ks, "model")
+        g.link(src_pos, 0, ks, "positive")
+        g.link(neg, 0, ks, "negative")
+        g.link(lat, 0, ks, "latent_image")
+        source_src = (ks, 0)
+        _decode_save(g, fam_key, fam, method, source_src, vae_src, col=2, suffix="_source",
+                     title="Save source video", note=False)
+        pos, _ = _text(g, clip, prompt, edit_text, "", col=3, pos_title="Edit prompt", neg_title="")
+        pos_src, neg_src, cfg = (pos, 0), (neg, 0), fam["cfg"]
     else:
-        dec = g.add("VAEDecode", 5)
-    g.link(*out_src, dec, "samples")
-    g.link(*vae_src, dec, "vae")
-    save = g.add("SaveAnimatedWEBP", 5, filename_prefix=f"boxdirector/{fam_key}_{method}", fps=float(fam["fps"]),
-                 lossless=False, quality=90, method="default")
-    g.link(dec, 0, save, "images")
-    g.note(5, note_text(fam_key, fam, method))
+        # Column 1: the user's clip, sized and cut to the workflow's video, encoded with the model's VAE.
+        video = g.add("LoadVideo", 1, title="Source video", file="example.mp4")
+        comps = g.add("GetVideoComponents", 1)
+        g.link(video, 0, comps, "video")
+        scale = g.add("ImageScale", 1, upscale_method="lanczos", width=W, height=H, crop="center")
+        g.link(comps, 0, scale, "image")
+        cut = g.add("ImageFromBatch", 1, batch_index=0, length=L)
+        g.link(scale, 0, cut, "image")
+        if kind == "hunyuan":
+            enc = g.add("VAEEncodeTiled", 1, tile_size=256, overlap=64, temporal_size=64, temporal_overlap=8)
+        else:
+            enc = g.add("VAEEncode", 1)
+        g.link(cut, 0, enc, "pixels")
+        g.link(*vae_src, enc, "vae")
+        source_src = (enc, 0)
+        pos, neg = _text(g, clip, prompt, edit_text, neg_text, col=2, pos_title="Edit prompt")
+        pos_src, neg_src, _, cfg = _conditioning(g, fam, pos, neg, vae_src, col=2, latent=False)
+
+    # Column 3-4: the boxes of the new object, the edit.
+    traj = g.add("BoxDirector.BBoxTrajectory", 3, title="Edit boxes",
+                 trajectory=trajectory(L, W, H, [("new", phrase, keys)]))
+    edit = g.add("BoxDirector.ReAttentionEdit", 4, prompt=edit_text, seed=0, steps=fam["steps"], cfg=cfg)
+    g.link(*model_src, edit, "model")
+    g.link(*pos_src, edit, "positive")
+    g.link(*neg_src, edit, "negative")
+    g.link(*source_src, edit, "source")
+    g.link(traj, 0, edit, "trajectory")
+    g.link(clip, 0, edit, "clip")
+    g.link(prompt, 0, edit, "prompt")
+    if kind == "toy":
+        g.link(src_pos, 0, edit, "source_conditioning")
+    _decode_save(g, fam_key, fam, method, (edit, 0), vae_src)
+    return g.to_ui()
+
+
+def build_long_video(info: dict, fam_key: str, method: str) -> dict:
+    """Long Video (Chunks): one long trajectory, chunks of the model's native length."""
+    fam = FAMILIES[fam_key]
+    chunk, total = LONG[fam_key]
+    g = Graph(info, f"{fam_key}_{method}")
+    pos_text, neg_text, objects = PROMPTS["toy" if fam["kind"] == "toy" else "default"]
+
+    model_src, vae_src, clip, prompt = _loaders(g, fam, pos_text)
+    _traj, regions = _boxes(g, fam, objects, frames=total)
+    pos, neg = _text(g, clip, prompt, pos_text, neg_text)
+    model_src = _shift(g, fam, model_src)
+    lat = g.add("EmptyHunyuanLatentVideo", 3, title="One chunk", width=fam["width"], height=fam["height"],
+                length=chunk, batch_size=1)
+    lv = g.add("BoxDirector.LongVideoChunks", 4, length=total, overlap=1, anchor_first_frame=True,
+               first_frame_share=True, share_strength=1.0, seed=42, steps=fam["steps"], cfg=fam["cfg"],
+               sampler_name=fam["sampler"], scheduler="simple", box_end_percent=0.2)
+    g.link(*model_src, lv, "model")
+    g.link(pos, 0, lv, "positive")
+    g.link(neg, 0, lv, "negative")
+    g.link(lat, 0, lv, "latent")
+    g.link(regions, 0, lv, "regions")
+    _decode_save(g, fam_key, fam, method, (lv, 0), vae_src)
     return g.to_ui()
 
 
@@ -341,6 +588,8 @@ def write_all(info: dict, out_dir: Path = OUT_DIR) -> list[Path]:
     paths = []
     for fam_key in FAMILIES:
         for method in METHODS:
+            if fam_key not in METHOD_FAMILIES[method]:
+                continue
             path = out_dir / f"{fam_key}_{method}.json"
             path.write_text(json.dumps(build(info, fam_key, method), indent=1) + "\n")
             paths.append(path)
