@@ -279,7 +279,10 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
         steps.append("5. Load your start image in Load Image and put the first keyframe's boxes where the objects "
                      "are in that image.")
     return "\n".join([f"{fam['title']} - {METHODS[method]}", "", how, "", *steps, "", *files, "",
-                      f"Needs {fam['vram']}.", "Outputs an animated WEBP in ComfyUI's output folder."])
+                      f"Needs {fam['vram']}.",
+                      ("Outputs two animated WEBPs in ComfyUI's output folder: the source and the edit."
+                       if method == "reattention_edit" and fam["kind"] == "toy" else
+                       "Outputs an animated WEBP in ComfyUI's output folder.")])
 
 
 def _loaders(g: Graph, fam: dict, prompt_text: str):
@@ -504,7 +507,7 @@ def build_reattention_edit(info: dict, fam_key: str, method: str) -> dict:
     model_src = _shift(g, fam, model_src, col=0)
     if kind == "toy":
         # Column 1-2: the source video, made here: "a red circle" along the same boxes.
-        src_traj, src_regions = _boxes(g, fam, [("circle", "red circle", keys)], title="Source boxes")
+        _src_traj, src_regions = _boxes(g, fam, [("circle", "red circle", keys)], title="Source boxes")
         src_pos, neg = _text(g, clip, None, src_text, neg_text, col=1, pos_title="Source prompt")
         patch = g.add("BoxDirector.MaskedAttentionPatch", 2, prompt=src_text)
         g.link(*model_src, patch, "model")

@@ -79,8 +79,10 @@ def draw(workflow: dict, title: str, subtitle: str) -> Image.Image:
         d.rounded_rectangle((x0, y0, x1, y1), radius=4, fill=role_colour(n["type"]), outline=(20, 20, 20))
         d.text((x0 + 4, y0 + 3), short(n), fill=(255, 255, 255), font=f)
 
-    # The boxes of the first BBox Trajectory: first keyframe outlined, last filled, path between.
-    traj = next((n for n in nodes if n["type"] == "BoxDirector.BBoxTrajectory"), None)
+    # The boxes of the (first) BBox Trajectory: first keyframe outlined, last filled, path between.
+    trajs = [n for n in nodes if n["type"] == "BoxDirector.BBoxTrajectory"]
+    # An edit workflow shows the boxes of the edit, not those its source video was made with.
+    traj = next((n for n in trajs if n.get("title") == "Edit boxes"), trajs[0] if trajs else None)
     panel = (468, 100, 624, 100 + 156 * 0.75)
     if traj:
         doc = json.loads(traj["widgets_values"][0])
