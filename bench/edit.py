@@ -23,10 +23,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def background_mask(region: torch.Tensor, frames: int, size: int, margin: int = 8) -> torch.Tensor:
+def background_mask(region: torch.Tensor, frames: int, size: int, margin: int = 16) -> torch.Tensor:
     """[F, H, W] bool pixels the edit may not touch: outside the latent region of their own latent
     frame and the previous one (the Wan VAE decodes causally in time), and more than ``margin``
-    pixels (one latent pixel: the decoder's reach) away from it. ``region``: [1, 1, T, h, w]."""
+    pixels away from it. ``region``: [1, 1, T, h, w]. The margin is the decoder's reach, two latent
+    pixels (its 3x3 convolutions at latent resolution spread a change past one): the latent outside
+    is the source's exactly, yet with the stage-2 toy DiT painting a large object inside, the
+    decoded outside measured 31 dB at 8 px and 53 dB at 16 px against the source's round trip."""
     r = region[0, 0].float()                                   # [T, h, w]
     prev = torch.cat([r[:1], r[:-1]])
     r = torch.maximum(r, prev)

@@ -326,13 +326,16 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
     sizes = reatco.rad_step_sizes(rad_steps)
     gen = torch.Generator().manual_seed(int(plan.seed))
     bar = comfy.utils.ProgressBar(steps)
-    z = reatco.irjs_blend(traj[0], reatco.renoise(src, sig[0], _fresh_noise(src.shape, gen, src), p), region)
+    # The re-noised source of the current level: z's outside *is* this tensor, so the RAD updates
+    # of one step blend with the same one (fresh noise per step, not per update: a new draw inside
+    # a step would change the background under the loss and hide what the update did).
+    source_s = reatco.renoise(src, sig[0], _fresh_noise(src.shape, gen, src), p)
+    z = reatco.irjs_blend(traj[0], source_s, region)
     rad_evals, rad_time, step_time, rad_losses, trace = 0, 0.0, 0.0, [], []
     for i in range(steps):
         s, s_next = sig[i], sig[i + 1]
         if i < rad_steps:
             t1 = time.perf_counter()
-            source_s = reatco.renoise(src, s, _fresh_noise(src.shape, gen, src), p)
             target = reatco.refinement_target(i, steps) if plan.refine_iterations > 0 else None
             updates = 1 + (plan.refine_iterations if target is not None else 0)
             with torch.inference_mode(False), torch.enable_grad():
@@ -355,7 +358,8 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
         if s_next > 0 or plan.paste_background:
             # IRJS: the outside of the regions is the source, re-noised to the next level with fresh
             # noise; at level 0 this pastes the clean source background.
-            z = reatco.irjs_blend(z, reatco.renoise(src, s_next, _fresh_noise(src.shape, gen, src), p), region)
+            source_s = reatco.renoise(src, s_next, _fresh_noise(src.shape, gen, src), p)
+            z = reatco.irjs_blend(z, source_s, region)
         step_time += time.perf_counter() - t2
         bar.update(1)
         if callback is not None:

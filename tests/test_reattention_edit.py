@@ -107,7 +107,7 @@ def test_inversion_then_regeneration_reconstructs_the_source(toy, toy_source):
 
 def test_irjs_keeps_the_outside_of_the_regions(toy, toy_source):
     """IRJS alone (RAD off): outside the regions the latent is the source's exactly; decoded, the
-    outside (past one latent pixel of the boxes, the VAE's reach) matches the VAE round trip of
+    outside (past two latent pixels of the boxes, the VAE decoder's reach) matches the VAE round trip of
     the source. Without the final paste the outside is only close."""
     from boxdirector.nodes.reattention_edit import CaptureState, EditPlan
 
