@@ -82,7 +82,7 @@ COVERAGE = {  # method: the families it has a workflow for
     "domain_adaptation": FAMILIES,
     "first_frame_share": FAMILIES,
     "reattention_edit": tuple(f for f in FAMILIES if f != "wan2.1_i2v_480p_14B"),  # not image-to-video
-    "long_video": ("wan2.1_t2v_1.3B", "toyworld"),                                # Wan text-to-video only
+    "long_video": ("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "toyworld"),                          # Wan text-to-video only
 }
 
 

@@ -174,14 +174,14 @@ METHOD_FAMILIES = {
     "domain_adaptation": list(FAMILIES),
     "first_frame_share": list(FAMILIES),
     "reattention_edit": [f for f in FAMILIES if FAMILIES[f]["kind"] != "wan_i2v"],
-    "long_video": ["wan2.1_t2v_1.3B", "toyworld"],
+    "long_video": ["wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "toyworld"],
 }
 # ReAttention Edit: what replaces what (the edit prompt and the new object's phrase).
 EDITS = {
     "toy": ("a red circle", "a blue square", "blue square"),
     "default": (None, "a white cat runs across a sunny park lawn, handheld camera, natural light", "white cat"),
 }
-LONG = {"wan2.1_t2v_1.3B": (81, 241), "toyworld": (17, 41)}   # (chunk = native length, whole video) in frames
+LONG = {"wan2.1_t2v_1.3B": (81, 241), "wan2.1_t2v_14B": (81, 241), "toyworld": (17, 41)}   # (chunk = native length, whole video) in frames
 
 
 def note_text(fam_key: str, fam: dict, method: str) -> str:
