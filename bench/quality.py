@@ -75,6 +75,9 @@ METHODS = {
     "masked +norm": ({"mask_normalization": True}, None),
     "intrinsic": (None, {}),                                     # the node's defaults
     "masked +intrinsic": ({}, {}),
+    "masked +intrinsic c_g=0": ({}, {"c_g": 0.0}),             # the paper's ablation: no temporal prior
+    "masked +intrinsic c_g=10": ({}, {"c_g": 10.0}),
+    "masked +intrinsic eta_k=0": ({}, {"eta_k": 0.0}),          # no Langevin noise
     "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
 }
 INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
