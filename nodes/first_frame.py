@@ -29,7 +29,7 @@ from ..core import token_layout
 from ..core.regions import Regions as RegionSet
 from . import attention_seam, model_families, types
 from .common import CATEGORY, node_id
-from .masked_attention import parse_blocks
+from .masked_attention import parse_blocks, schedule_problem
 from .subject_tokens import find_subject_tokens
 
 log = logging.getLogger("boxdirector")
@@ -252,15 +252,6 @@ def install_first(model, rule):
     return m
 
 
-def _check_window(start_percent, end_percent):
-    if isinstance(start_percent, float) and isinstance(end_percent, float) and start_percent > end_percent:
-        return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
-    for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if isinstance(v, float) and not 0.0 <= v <= 1.0:
-            return f"{name}: must be between 0 and 1, got {v}"
-    return None
-
-
 class FirstFrameShare(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -314,15 +305,7 @@ class FirstFrameShare(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, blocks, start_percent, end_percent):
-        err = _check_window(start_percent, end_percent)
-        if err:
-            return err
-        if isinstance(blocks, str):
-            try:
-                parse_blocks(blocks, 1000)
-            except ValueError as e:
-                return str(e)
-        return True
+        return schedule_problem(blocks, start_percent, end_percent) or True
 
     @classmethod
     def execute(cls, model, mode="anchor", strength=1.0, start_percent=0.0, end_percent=1.0, blocks="all",

@@ -51,6 +51,22 @@ def parse_blocks(spec: str, total: int) -> frozenset:
     return frozenset(out)
 
 
+def schedule_problem(blocks, start_percent, end_percent):
+    """The message for a bad block spec or step window of a seam rule's node, or None. Widget values
+    only (ComfyUI passes linked inputs as None here)."""
+    if isinstance(start_percent, float) and isinstance(end_percent, float) and start_percent > end_percent:
+        return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
+    for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            return f"{name}: must be between 0 and 1, got {v}"
+    if isinstance(blocks, str):
+        try:
+            parse_blocks(blocks, 1000)
+        except ValueError as e:
+            return str(e)
+    return None
+
+
 @dataclass(eq=False)
 class MaskedAttention:
     """The rule installed on the seam. Immutable configuration; the plan cache only memoises pure
@@ -254,20 +270,10 @@ class MaskedAttentionPatch(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, blocks, start_percent, end_percent):
-        if isinstance(start_percent, float) and isinstance(end_percent, float) and start_percent > end_percent:
-            return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
-        for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
-            if isinstance(v, float) and not 0.0 <= v <= 1.0:
-                return f"{name}: must be between 0 and 1, got {v}"
-        if isinstance(blocks, str):
-            try:
-                parse_blocks(blocks, 1000)
-            except ValueError as e:
-                return str(e)
-        return True
+        return schedule_problem(blocks, start_percent, end_percent) or True
 
     @classmethod
-    def execute(cls, model, regions, prompt="", start_percent=0.0, end_percent=0.1, self_attention=True,
+    def execute(cls, model, regions, prompt="", start_percent=0.0, end_percent=0.3, self_attention=True,
                 cross_attention=True, temporal_attention=True, blocks="all", cond_only=False,
                 word_binding="per_object", special_tokens="background", mask_normalization=False, coverage=0.5,
                 clip=None) -> io.NodeOutput:
