@@ -78,6 +78,7 @@ METHODS = {
     "masked +intrinsic c_g=0": ({}, {"c_g": 0.0}),             # the paper's ablation: no temporal prior
     "masked +intrinsic c_g=10": ({}, {"c_g": 10.0}),
     "masked +intrinsic eta_k=0": ({}, {"eta_k": 0.0}),          # no Langevin noise
+    "masked +intrinsic end=0.1": ({}, {"end_percent": 0.1}),    # refine the first 10 % of steps only
     "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
 }
 INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
