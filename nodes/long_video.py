@@ -28,6 +28,29 @@ def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, neg
                                noise_mask=noise_mask, seed=seed, disable_pbar=True)
 
 
+def is_image_to_video(model) -> bool:
+    """A Wan image-to-video model (Wan 2.1 I2V, Wan 2.2 I2V A14B): ComfyUI builds WAN21 with
+    ``image_to_video=True`` and its patch embedding takes 16 noise + 4 mask + 16 image channels."""
+    return bool(getattr(model.model, "image_to_video", False))
+
+
+def continue_from(positive, negative, vae, prev, overlap):
+    """Image-to-video conditioning of the next chunk: the previous chunk's sampled latent is
+    decoded, its last ``1 + 4 (overlap - 1)`` frames become the start image(s), and ComfyUI's own
+    WanImageToVideo sets concat_latent_image / concat_mask on both sides (its other keys, e.g.
+    clip_vision_output, pass through). The whole chunk is decoded, not only its tail: the causal
+    VAE decodes a latent frame with its predecessors as context, as the user's VAE Decode would."""
+    from comfy_extras.nodes_wan import WanImageToVideo
+
+    frames = vae.decode(prev)                              # [B, F, H, W, C]
+    frames = frames.reshape((-1,) + tuple(frames.shape[-3:]))
+    start = frames[-(1 + 4 * (overlap - 1)):]
+    h, w = start.shape[1:3]
+    length = 1 + 4 * (prev.shape[2] - 1)
+    pos, neg, _ = WanImageToVideo.execute(positive, negative, vae, w, h, length, 1, start_image=start).result
+    return pos, neg
+
+
 class LongVideoChunks(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -39,9 +62,11 @@ class LongVideoChunks(io.ComfyNode):
                 "Generates a text-to-video longer than the model's native length: chunk after chunk, each "
                 "continuing the previous one's last latent frames and anchored on the first chunk's first frame "
                 "(first-frame sharing), optionally steered along one long trajectory (regions). Returns one "
-                "latent for the whole video. Text-to-video latents with a causal VAE (Wan 2.1 / 2.2)."),
+                "latent for the whole video. Text-to-video latents with a causal VAE (Wan 2.1 / 2.2); Wan "
+                "image-to-video models (with a VAE): each later chunk starts from the previous chunk's last "
+                "decoded frame(s) as its start image (WanImageToVideo conditioning)."),
             inputs=[
-                io.Model.Input("model", tooltip="The text-to-video model."),
+                io.Model.Input("model", tooltip="The text-to-video or Wan image-to-video model."),
                 io.Conditioning.Input("positive", tooltip="Positive conditioning (the same for every chunk)."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning."),
                 io.Latent.Input("latent", tooltip="An empty latent of the model's native length (one chunk), e.g. "
@@ -71,6 +96,9 @@ class LongVideoChunks(io.ComfyNode):
                 io.Float.Input("box_end_percent", default=0.2, min=0.0, max=1.0, step=0.01,
                                tooltip="With regions: masked self-attention (Masked Attention Patch) for this "
                                        "first share of each chunk's steps. 0 = off."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="Image-to-video models only (required there): decodes the end of each chunk "
+                                     "into the next chunk's start image and encodes it for the conditioning."),
             ],
             outputs=[io.Latent.Output(tooltip="The whole video's latent (decode with the model's VAE).")],
         )
@@ -96,7 +124,7 @@ class LongVideoChunks(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, length=241, overlap=1, anchor_first_frame=True,
                 first_frame_share=True, share_strength=1.0, seed=0, steps=20, cfg=5.0, sampler_name="euler",
-                scheduler="simple", regions=None, box_end_percent=0.2) -> io.NodeOutput:
+                scheduler="simple", regions=None, box_end_percent=0.2, vae=None) -> io.NodeOutput:
         import comfy.sample
         import comfy.utils
 
@@ -109,6 +137,21 @@ class LongVideoChunks(io.ComfyNode):
             raise ValueError(f"latent: needs a video latent [B, C, T, H, W], got {tuple(x.shape)}")
         T = x.shape[2]
         total = token_layout.latent_frames(family.layout, length)
+        i2v = is_image_to_video(model)
+        if i2v:
+            # Image-to-video: a chunk's first frame(s) are its start image, the end of the previous
+            # chunk, so there is no anchor slot: first-frame sharing anchors each chunk on its start
+            # image, and the user's first image reaches every chunk through the conditioning each keeps
+            # (clip_vision_output, when present).
+            if vae is None:
+                raise ValueError("vae: an image-to-video model needs the VAE input connected (it decodes each "
+                                 "chunk's last frame into the next chunk's start image)")
+            if overlap < 1:
+                raise ValueError("overlap: an image-to-video model needs at least 1 (the previous chunk's last "
+                                 "latent frame, decoded, is the next chunk's start image)")
+            if x.shape[0] != 1:
+                raise ValueError(f"latent: image-to-video chunks need batch size 1, got {x.shape[0]}")
+            anchor_first_frame = False
         chunks = lv.plan_chunks(total, T, overlap, anchor_first_frame)
         if regions is not None and regions.frames != length:
             raise ValueError(f"regions: made for {regions.frames} frames but length is {length}; make the "
@@ -119,6 +162,7 @@ class LongVideoChunks(io.ComfyNode):
         pbar = comfy.utils.ProgressBar(len(chunks))
         outs = []
         done = {}
+        pos, neg = positive, negative
         for i, ch in enumerate(chunks):
             m = base
             if regions is not None and box_end_percent > 0:
@@ -127,11 +171,18 @@ class LongVideoChunks(io.ComfyNode):
                                                                  kinds=frozenset({"self"}), end=box_end_percent))
             lat = torch.zeros_like(x)
             mask = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype)
-            for j in range(ch.known):
-                lat[:, :, j] = done[ch.frames[j]]
-                mask[:, :, j] = 0.0
-            out = sample_chunk(m, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, lat,
-                               mask if ch.known else None)
+            if i2v:
+                # a plain WanImageToVideo run: the start image(s) condition the known frames
+                if i:
+                    pos, neg = continue_from(positive, negative, vae, outs[-1], overlap)
+                mask = None
+            else:
+                for j in range(ch.known):
+                    lat[:, :, j] = done[ch.frames[j]]
+                    mask[:, :, j] = 0.0
+                if not ch.known:
+                    mask = None
+            out = sample_chunk(m, seed + i, steps, cfg, sampler_name, scheduler, pos, neg, lat, mask)
             for j, g in enumerate(ch.frames):
                 if j >= ch.known:
                     done[g] = out[:, :, j]

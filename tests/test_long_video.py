@@ -76,3 +76,51 @@ def test_node_generates_one_long_latent_whose_first_chunk_is_a_native_run(tiny_m
         "9": {"class_type": "UNETLoader", "inputs": {"unet_name": "x.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "x"}}})
     assert not ok and "overlap" in harness.error_text(errors)
+
+
+@pytest.mark.comfy
+def test_image_to_video_chunks_start_from_the_previous_chunks_last_decoded_frame(tiny_model, pack_nodes):
+    """Wan 2.1 I2V: chunk 1's concat_latent_image is the VAE encoding of chunk 0's last decoded frame
+    (then grey frames, as WanImageToVideo builds it), its concat_mask keeps latent frame 0; the
+    output has the whole length; without a VAE the node names the input."""
+    import comfy.sd
+    import comfy.utils
+    from boxdirector.toyworld import install
+
+    tm = tiny_model("wan21_i2v")
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(install.WEIGHTS / install.VAE_NAME)))
+    pos, neg = tm.conditioning()
+    latent = tm.empty_latent()
+    T = latent["samples"].shape[2]
+    total = 3 * T - 2                                    # overlap 1: three chunks exactly
+    seen = []                                            # c_concat of every model call (ComfyUI's own wrapper hook)
+    m = tm.patcher.clone()
+
+    def wrapper(apply_model, args):
+        seen.append(args["c"]["c_concat"].detach().clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m.set_model_unet_function_wrapper(wrapper)
+    kw = dict(model=m, positive=pos, negative=neg, latent=latent, length=4 * (total - 1) + 1, overlap=1,
+              anchor_first_frame=True, first_frame_share=True, share_strength=1.0, seed=3, steps=2, cfg=3.0,
+              sampler_name="euler", scheduler="simple", regions=None, box_end_percent=0.0)
+    with pytest.raises(Exception, match="vae: an image-to-video model needs the VAE input"):
+        harness.run_node("BoxDirector.LongVideoChunks", **kw)
+    seen.clear()
+    (out,) = harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, vae=vae)).result
+    x = out["samples"]
+    assert x.shape[2] == total and x.shape[:2] == latent["samples"].shape[:2] and torch.isfinite(x).all()
+    per_chunk = len(seen) // 3
+    assert per_chunk >= 1 and len(seen) == 3 * per_chunk
+    fmt = m.model.latent_format
+    first, second, third = seen[0], seen[per_chunk], seen[2 * per_chunk]
+    # chunk 0: the user's conditioning as given (the mask channels are 1 - concat_mask)
+    assert torch.allclose(first[:1, 4:], fmt.process_in(pos[0][1]["concat_latent_image"]), atol=1e-5)
+    # chunk 1: the encoding of chunk 0's (= the output's first T latent frames) last decoded frame
+    video = vae.decode(x[:, :, :T])
+    last = video.reshape((-1,) + tuple(video.shape[-3:]))[-1:]
+    image = torch.cat([last, torch.full((4 * (T - 1),) + tuple(last.shape[1:]), 0.5)])
+    want = fmt.process_in(vae.encode(image))
+    assert torch.allclose(second[:1, 4:], want, atol=1e-4)
+    assert (second[:1, :4, 0] == 1).all() and (second[:1, :4, 1:] == 0).all()
+    assert not torch.allclose(third[:1, 4:], second[:1, 4:])   # chunk 2 starts from chunk 1's end
