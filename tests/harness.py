@@ -201,22 +201,29 @@ class ComfyServer:
         status, raw = self.request("POST", path, body)
         return status, (json.loads(raw) if raw else {})
 
-    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
-        """Queue an API-format prompt and wait for its history entry; raises with node_errors."""
-        status, answer = self.post("/prompt", {"prompt": prompt, "client_id": "boxdirector-tests"})
+    def queue_prompt(self, prompt: dict, client_id: str = "boxdirector-tests") -> str:
+        """POST an API-format prompt; its prompt_id, or raises with the server's node_errors."""
+        status, answer = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
         if status != 200:
             raise RuntimeError(f"prompt rejected ({status}): {json.dumps(answer, indent=1)}")
-        prompt_id = answer["prompt_id"]
+        return answer["prompt_id"]
+
+    def wait_prompt(self, prompt_id: str, timeout: float = 300) -> dict:
+        """The prompt's history entry once it has run; raises if it failed or timed out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             hist = self.get(f"/history/{prompt_id}")
             if prompt_id in hist:
                 entry = hist[prompt_id]
                 if entry.get("status", {}).get("status_str") == "error":
-                    raise RuntimeError(f"prompt failed: {json.dumps(entry['status'], indent=1)}")
+                    raise RuntimeError(f"prompt failed: {json.dumps(entry['status'], indent=1)}\n{self.log_tail()}")
                 return entry
             time.sleep(0.2)
-        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s\n{self.log_tail()}")
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s\n{self.log_tail()}")
+
+    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
+        """Queue an API-format prompt and wait for its history entry."""
+        return self.wait_prompt(self.queue_prompt(prompt), timeout)
 
 
 # --- in-process node execution and validation, through ComfyUI's own code paths --------------

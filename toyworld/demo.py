@@ -100,26 +100,6 @@ def with_settings(prompt: dict, seed: int, steps: int | None = None) -> dict:
 
 
 # --- the server ----------------------------------------------------------------------------------
-def queue(server, prompt: dict) -> str:
-    status, answer = server.post("/prompt", {"prompt": prompt, "client_id": "boxdirector-demo"})
-    if status != 200:
-        raise RuntimeError(f"prompt rejected ({status}): {json.dumps(answer, indent=1)}")
-    return answer["prompt_id"]
-
-
-def wait(server, prompt_id: str, timeout: float = 900) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hist = server.get(f"/history/{prompt_id}")
-        if prompt_id in hist:
-            entry = hist[prompt_id]
-            if entry.get("status", {}).get("status_str") == "error":
-                raise RuntimeError(f"prompt failed: {json.dumps(entry['status'], indent=1)}\n{server.log_tail()}")
-            return entry
-        time.sleep(0.5)
-    raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s\n{server.log_tail()}")
-
-
 def view(server, item: dict) -> bytes:
     query = urllib.parse.urlencode({k: item[k] for k in ("filename", "subfolder", "type")})
     return server.get(f"/view?{query}")
@@ -185,10 +165,10 @@ def run_seeds(server, prompt: dict, seeds, steps: int | None = None, log=print) 
     parts = demo_parts(prompt)
     traj_json = prompt[parts["trajectory"]]["inputs"]["trajectory"]
     t0 = time.monotonic()
-    ids = [(seed, queue(server, with_settings(prompt, seed, steps))) for seed in seeds]
+    ids = [(seed, server.queue_prompt(with_settings(prompt, seed, steps), "boxdirector-demo")) for seed in seeds]
     results = []
     for seed, pid in ids:
-        outputs = wait(server, pid)["outputs"]
+        outputs = server.wait_prompt(pid, timeout=900)["outputs"]
         plain = frames_of(server, outputs[parts["frames_plain"]]["images"])
         ctrl = frames_of(server, outputs[parts["frames_controlled"]]["images"])
         r = {"seed": seed, "seconds": round(time.monotonic() - t0, 1), "plain": score(plain, traj_json),
