@@ -59,6 +59,11 @@ def schedule_problem(blocks, start_percent, end_percent):
     for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
         if isinstance(v, float) and not 0.0 <= v <= 1.0:
             return f"{name}: must be between 0 and 1, got {v}"
+    return blocks_problem(blocks)
+
+
+def blocks_problem(blocks):
+    """The message for a bad block spec (a widget value), or None."""
     if isinstance(blocks, str):
         try:
             parse_blocks(blocks, 1000)

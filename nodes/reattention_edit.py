@@ -42,7 +42,7 @@ from ..core.trajectory import sample_boxes
 from . import attention_seam, model_families, types
 from .common import CATEGORY, node_id
 from .intrinsic_denoise import parametrisation_of
-from .masked_attention import parse_blocks
+from .masked_attention import blocks_problem, parse_blocks
 from .subject_tokens import _encoder_key, _ids, find_subject_tokens, key_window
 
 log = logging.getLogger("boxdirector")
@@ -586,12 +586,7 @@ class ReAttentionEdit(io.ComfyNode):
                                 ("topk_fraction", topk_fraction, 0.01, 1.0), ("frame_window", frame_window, 0, MAX_WINDOW)):
             if num(v) and not (math.isfinite(v) and lo <= v <= hi):
                 return f"{name}: must be between {lo} and {hi}, got {v}"
-        if isinstance(blocks, str):
-            try:
-                parse_blocks(blocks, 1000)
-            except ValueError as e:
-                return str(e)
-        return True
+        return blocks_problem(blocks) or True
 
     @classmethod
     def execute(cls, model, positive, negative, source, prompt="", seed=0, steps=20, cfg=5.0, scheduler="simple",
