@@ -7,7 +7,8 @@ The toy Wan model's native length is 17 pixel frames (5 latent frames); ``--leng
 that (13 latent frames -> 4 chunks with 1 overlap frame and the anchor). One object ("a red
 circle" etc.) follows a zig-zag trajectory over the whole video; the LongVideoChunks node
 generates it through ComfyUI's own sampler, steered per chunk by the chunk's slice of the boxes
-(masked self-attention for the first ``--box-end`` of the steps). Configurations:
+(MaskedAttentionPatch's rule, self- and cross-attention, for the first ``--box-end`` of the steps;
+``--no-cross``: self-attention only). Configurations:
 
 * ``plain``        -- chunks continue the previous chunk's last latent frame only; no anchor frame,
   no first-frame sharing (the usual autoregressive extension);
@@ -100,6 +101,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--box-end", type=float, default=0.3)
     ap.add_argument("--overlap", type=int, default=1)
+    ap.add_argument("--no-cross", dest="cross", action="store_false",
+                    help="mask self-attention only (no clip / prompt given to the node)")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--out", default="out/bench_long_video.json")
     args = ap.parse_args(argv)
@@ -125,7 +128,8 @@ def main(argv=None) -> dict:
                 "BoxDirector.LongVideoChunks", model=model, positive=pos, negative=neg, latent=latent,
                 length=args.length, overlap=args.overlap, anchor_first_frame=anchor, first_frame_share=share,
                 share_strength=1.0, seed=100 + s, steps=args.steps, cfg=args.cfg, sampler_name="euler",
-                scheduler="simple", regions=regions, box_end_percent=args.box_end).result
+                scheduler="simple", regions=regions, box_end_percent=args.box_end,
+                **({"clip": clip, "prompt": prompt} if args.cross else {})).result
             (images,) = nodes.VAEDecode().decode(vae, out)
             video = images.reshape(-1, *images.shape[-3:])[: args.length]
             score = score_object(found_boxes(video, data.COLORS[color]), boxes[0][: video.shape[0]], data.SIZE)

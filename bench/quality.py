@@ -80,6 +80,12 @@ METHODS = {
     "masked +intrinsic eta_k=0": ({}, {"eta_k": 0.0}),          # no Langevin noise
     "masked +intrinsic end=0.1": ({}, {"end_percent": 0.1}),    # refine the first 10 % of steps only
     "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
+    # the prior on the model's denoised estimate (identity Jacobian), see core/intrinsic_denoise.py
+    "masked +intrinsic x0": ({}, {"prior_on": "x0_hat"}),
+    "masked +intrinsic x0 c_g=3": ({}, {"prior_on": "x0_hat", "c_g": 3.0}),
+    "masked +intrinsic x0 eta_k=0": ({}, {"prior_on": "x0_hat", "eta_k": 0.0}),
+    "masked +intrinsic x0 end=0.1": ({}, {"prior_on": "x0_hat", "end_percent": 0.1}),
+    "masked +norm +intrinsic x0": ({"mask_normalization": True}, {"prior_on": "x0_hat"}),
 }
 INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
 PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.3, "self_attention": True, "cross_attention": True,

@@ -95,8 +95,15 @@ Pearson correlation between k's box content at t and at t+1.
   forward must keep ~95 KiB of activations per block per token (fp32, excluding attention
   scores), i.e. ~44 GiB in bf16 for Wan 2.1-1.3B at 480 x 832 x 81 (30 blocks, 32760 tokens) and
   ~450 GiB for Wan 14B at 720p without checkpointing -- under ComfyUI's inference mode, through
-  offloaded / quantised weights and attention kernels that may have no backward. So it is not
-  offered.
+  offloaded / quantised weights and attention kernels that may have no backward. So the exact
+  gradient of tau(x0_hat(z)) is not offered.
+* **Or on x0_hat, without the Jacobian** (``prior_on="x0_hat"``, an option measured against
+  the above in ``bench/quality.py``): tau of the model's own denoised estimate, its gradient taken
+  with respect to x0_hat and applied to z as if dx0_hat/dz were the identity (for a flow model
+  x0_hat = z - sigma v: exact when v does not change with z). No backward through the model, so
+  it costs what tau(z) costs; it pushes the *content* the model is about to draw to agree along
+  the boxes, where tau(z) at high noise pushes mostly noise. At a flow model's sigma = 1 the model
+  is then evaluated (its x0_hat there is the layout it would draw) -- one more evaluation.
 * **Gradient scale** (``gradient_scale``). The paper reports that *normalised* gradients (unit-norm
   directions) cause spatio-temporal artefacts and uses unnormalised ones; both options here keep the
   magnitude information (the Pearson gradient has norm sqrt(1 - r^2) / |a|, vanishing as r -> 1):
@@ -134,6 +141,7 @@ import torch.nn.functional as F
 from . import token_layout
 
 PARAMETRISATIONS = ("ve", "flow")
+PRIOR_TARGETS = ("z", "x0_hat")
 GRADIENT_SCALES = ("per_element", "raw")
 MIN_CROP = 2
 
@@ -372,20 +380,26 @@ def gaussian_noise(like: torch.Tensor, generator: torch.Generator | None) -> tor
 def intrinsic_refine(x: torch.Tensor, sigma, denoise: Denoise, *, iterations: int, parametrisation: str,
                      prior: TemporalPrior | None = None, c_g: float = 0.0, eta_l: float = 0.05,
                      eta_k: float = 1.0, generator: torch.Generator | None = None,
-                     on_eval: Callable[[dict], None] | None = None) -> torch.Tensor:
+                     on_eval: Callable[[dict], None] | None = None, prior_on: str = "z") -> torch.Tensor:
     """``iterations`` intrinsic-denoising iterations at noise level ``sigma`` (see the docstring).
     ``on_eval`` gets ``{"x", "denoised", "sigma", "iteration", "tau"}`` after each model evaluation
     (``tau``: the prior on that x, or None when c_g = 0). Where the marginal holds no signal
     (a = 0: a flow model at sigma = 1, where x is pure noise and the score is exactly -x / b^2)
-    the model is not evaluated: its prediction would be multiplied by 0."""
+    the model is not evaluated: its prediction would be multiplied by 0 -- unless the prior is on
+    x0_hat (``prior_on="x0_hat"``), which needs the prediction itself."""
+    if prior_on not in PRIOR_TARGETS:
+        raise ValueError(f"prior_on must be one of {PRIOR_TARGETS}, got {prior_on!r}")
     a, _ = marginal_coefficients(sigma, parametrisation)
     step, noise_std = langevin_step_sizes(sigma, parametrisation, eta_l, eta_k)
+    with_prior = prior is not None and c_g != 0.0
+    needs_model = a != 0.0 or (with_prior and prior_on == "x0_hat")
     for m in range(iterations):
-        denoised = None if a == 0.0 else denoise(x, sigma)
-        drift = score_from_denoised(x, torch.zeros_like(x) if denoised is None else denoised, sigma, parametrisation)
+        denoised = denoise(x, sigma) if needs_model else None
+        # a = 0: the score is exactly -x / b^2 whatever the model says
+        drift = score_from_denoised(x, torch.zeros_like(x) if a == 0.0 else denoised, sigma, parametrisation)
         tau = None
-        if prior is not None and c_g != 0.0:
-            tau, g = prior.gradient(x)
+        if with_prior:
+            tau, g = prior.gradient(denoised if prior_on == "x0_hat" else x)
             drift = drift + c_g * g
         if on_eval is not None and denoised is not None:
             on_eval({"x": x, "denoised": denoised, "sigma": sigma, "iteration": m, "tau": tau})
@@ -401,21 +415,24 @@ def refined_steps(n_steps: int, start: float, end: float) -> list[bool]:
     return [start <= i / n_steps < end or (end >= 1.0 and i / n_steps >= start) for i in range(n_steps)]
 
 
-def count_evaluations(sigmas, parametrisation: str, start: float, end: float, iterations: int) -> int:
+def count_evaluations(sigmas, parametrisation: str, start: float, end: float, iterations: int,
+                      model_at_pure_noise: bool = False) -> int:
     """Model evaluations of :func:`sample` over ``sigmas``: one per step, plus ``iterations`` per
-    refined step whose marginal holds signal (not a flow model's sigma = 1, see intrinsic_refine)."""
+    refined step whose marginal holds signal (not a flow model's sigma = 1, see intrinsic_refine,
+    unless ``model_at_pure_noise``: the prior is on x0_hat there)."""
     n = len(sigmas) - 1
     if n <= 0:
         return 0
     extra = sum(1 for i, r in enumerate(refined_steps(n, start, end))
-                if r and float(sigmas[i]) > 0 and marginal_coefficients(sigmas[i], parametrisation)[0] != 0.0)
+                if r and float(sigmas[i]) > 0
+                and (model_at_pure_noise or marginal_coefficients(sigmas[i], parametrisation)[0] != 0.0))
     return n + iterations * extra
 
 
 def sample(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, parametrisation: str,
            prior: TemporalPrior | None = None, iterations: int = 2, c_g: float = 1.0, eta_l: float = 0.05,
            eta_k: float = 1.0, start: float = 0.0, end: float = 0.25, generator: torch.Generator | None = None,
-           on_eval: Callable[[dict], None] | None = None) -> torch.Tensor:
+           on_eval: Callable[[dict], None] | None = None, prior_on: str = "z") -> torch.Tensor:
     """Euler (= DDIM, see the docstring) over ``sigmas`` with intrinsic refinement before the
     refined steps. ``on_eval`` gets, after every model evaluation, ``{"i": evaluations so far - 1,
     "step", "iteration" (None for the sampler step), "x", "denoised", "sigma", "tau"}``."""
@@ -434,7 +451,8 @@ def sample(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, parametri
         if refine[i] and iterations > 0 and float(sigma) > 0:
             x = intrinsic_refine(x, sigma, lambda z, s: denoise(z, s * s_in), iterations=iterations,
                                  parametrisation=parametrisation, prior=prior, c_g=c_g, eta_l=eta_l,
-                                 eta_k=eta_k, generator=generator, on_eval=lambda info, step=i: report(info, step))
+                                 eta_k=eta_k, generator=generator, on_eval=lambda info, step=i: report(info, step),
+                                 prior_on=prior_on)
         # comfy.k_diffusion.sampling.sample_euler (s_churn = 0), op for op.
         denoised = denoise(x, sigma * s_in)
         d = (x - denoised) / sigma[(...,) + (None,) * x.ndim]

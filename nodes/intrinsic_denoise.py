@@ -37,7 +37,7 @@ log = logging.getLogger("boxdirector")
 BASE_SAMPLERS = ("euler", "ddim")
 MAX_ITERATIONS, MAX_C_G, MAX_ETA_L, MAX_ETA_K = 16, 100000.0, 0.5, 2.0
 DEFAULTS = {"iterations": 2, "c_g": 1.0, "gradient_scale": "per_element", "eta_l": 0.05, "eta_k": 1.0,
-            "start_percent": 0.0, "end_percent": 0.25, "seed": 0}
+            "start_percent": 0.0, "end_percent": 0.25, "seed": 0, "prior_on": "z"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,12 +53,14 @@ class IntrinsicConfig:
     start: float = 0.0
     end: float = 0.25
     seed: int = 0
+    prior_on: str = "z"
 
     def __deepcopy__(self, memo):
         return self
 
     def evaluations(self, sigmas, parametrisation: str) -> int:
-        return idn.count_evaluations(sigmas, parametrisation, self.start, self.end, self.iterations)
+        return idn.count_evaluations(sigmas, parametrisation, self.start, self.end, self.iterations,
+                                     model_at_pure_noise=self.prior_on == "x0_hat" and self.c_g != 0.0)
 
 
 # --- what the sampler function learns about the model ------------------------------------------
@@ -151,7 +153,7 @@ def sample_intrinsic(model, x, sigmas, extra_args=None, callback=None, disable=N
         return idn.sample(lambda z, s: model(z, s, **extra_args), x, sigmas, parametrisation=parametrisation,
                           prior=prior, iterations=config.iterations, c_g=config.c_g, eta_l=config.eta_l,
                           eta_k=config.eta_k, start=config.start, end=config.end, generator=generator,
-                          on_eval=on_eval)
+                          on_eval=on_eval, prior_on=config.prior_on)
     finally:
         pbar.close()
 
@@ -230,6 +232,11 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
                                        "means the same for small and large boxes, any model and any length. raw: "
                                        "the gradient of the mean correlation, as in the paper (its effect shrinks "
                                        "with box size, channels and frames)."),
+                io.Combo.Input("prior_on", options=list(idn.PRIOR_TARGETS), default=DEFAULTS["prior_on"],
+                               tooltip="z: the prior's gradient on the noisy latent itself (makes the noise in each "
+                                       "box agree along the path). x0_hat: on the model's denoised estimate, applied "
+                                       "to the latent (makes the content it is about to draw agree); no backward "
+                                       "through the model either."),
                 io.Float.Input("eta_l", default=DEFAULTS["eta_l"], min=0.0, max=MAX_ETA_L, step=0.005, round=False,
                                tooltip="Step size, relative to the noise level: each iteration moves the latent this "
                                        "fraction of the way towards the model's denoised estimate (paper gamma: "
@@ -252,7 +259,7 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, base_sampler=None, gradient_scale=None, iterations=None, c_g=None, eta_l=None,
-                        eta_k=None, start_percent=None, end_percent=None):
+                        eta_k=None, start_percent=None, end_percent=None, prior_on=None):
         # ComfyUI skips its own min/max checks for the inputs named here, and (0.3.75) does not check V3
         # combo values at all: every range is checked here. Linked inputs arrive as None.
         def num(v):
@@ -260,6 +267,8 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
 
         if isinstance(base_sampler, str) and base_sampler not in BASE_SAMPLERS:
             return f"base_sampler: one of {', '.join(BASE_SAMPLERS)}, got {base_sampler!r}"
+        if isinstance(prior_on, str) and prior_on not in idn.PRIOR_TARGETS:
+            return f"prior_on: one of {', '.join(idn.PRIOR_TARGETS)}, got {prior_on!r}"
         if isinstance(gradient_scale, str) and gradient_scale not in idn.GRADIENT_SCALES:
             return f"gradient_scale: one of {', '.join(idn.GRADIENT_SCALES)}, got {gradient_scale!r}"
         for name, v, lo, hi in (("iterations", iterations, 0, MAX_ITERATIONS), ("c_g", c_g, 0.0, MAX_C_G),
@@ -274,14 +283,15 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
 
     @classmethod
     def execute(cls, base_sampler="euler", iterations=2, c_g=1.0, gradient_scale="per_element", eta_l=0.05,
-                eta_k=1.0, start_percent=0.0, end_percent=0.25, seed=0, trajectory=None, regions=None) -> io.NodeOutput:
+                eta_k=1.0, start_percent=0.0, end_percent=0.25, seed=0, trajectory=None, regions=None,
+                prior_on="z") -> io.NodeOutput:
         problem = cls.validate_inputs(base_sampler, gradient_scale, iterations, c_g, eta_l, eta_k, start_percent,
-                                      end_percent)
+                                      end_percent, prior_on)
         if problem is not True:
             raise ValueError(problem)
         boxes, visible = boxes_from_inputs(trajectory, regions)
         config = IntrinsicConfig(boxes=boxes.float(), visible=visible.bool(), base=base_sampler,
                                  iterations=int(iterations), c_g=float(c_g), gradient_scale=gradient_scale,
                                  eta_l=float(eta_l), eta_k=float(eta_k), start=float(start_percent),
-                                 end=float(end_percent), seed=int(seed))
+                                 end=float(end_percent), seed=int(seed), prior_on=prior_on)
         return io.NodeOutput(IntrinsicSampler(config))

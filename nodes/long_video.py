@@ -17,6 +17,7 @@ from . import attention_seam, model_families, types
 from .common import CATEGORY, node_id
 from .first_frame import FirstFrameShareRule, install_first
 from .masked_attention import MaskedAttention
+from .subject_tokens import find_subject_tokens
 
 
 def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, noise_mask):
@@ -93,9 +94,17 @@ class LongVideoChunks(io.ComfyNode):
                 types.Regions.Input("regions", optional=True,
                                     tooltip="Optional: per-object regions over the WHOLE video (Mask Sequence of "
                                             "the long trajectory); each chunk is steered by its own slice."),
-                io.Float.Input("box_end_percent", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="With regions: masked self-attention (Masked Attention Patch) for this "
-                                       "first share of each chunk's steps. 0 = off."),
+                io.Float.Input("box_end_percent", default=0.3, min=0.0, max=1.0, step=0.01,
+                               tooltip="With regions: masked attention (Masked Attention Patch's rule and default) "
+                                       "for this first share of each chunk's steps. 0 = off."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="With regions: the text encoder of the prompt; with prompt it finds each "
+                                      "object's words, so cross-attention is masked too (each object's tokens see "
+                                      "their own words). Without it only self-attention is masked, which places "
+                                      "objects far more weakly."),
+                io.String.Input("prompt", multiline=True, default="", optional=True,
+                                tooltip="With regions and clip: the positive prompt exactly as encoded; every "
+                                        "object's subject phrase must appear in it."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="Image-to-video models only (required there): decodes the end of each chunk "
                                      "into the next chunk's start image and encodes it for the conditioning."),
@@ -124,7 +133,8 @@ class LongVideoChunks(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, length=241, overlap=1, anchor_first_frame=True,
                 first_frame_share=True, share_strength=1.0, seed=0, steps=20, cfg=5.0, sampler_name="euler",
-                scheduler="simple", regions=None, box_end_percent=0.2, vae=None) -> io.NodeOutput:
+                scheduler="simple", regions=None, box_end_percent=0.3, vae=None, clip=None,
+                prompt="") -> io.NodeOutput:
         import comfy.sample
         import comfy.utils
 
@@ -156,6 +166,15 @@ class LongVideoChunks(io.ComfyNode):
         if regions is not None and regions.frames != length:
             raise ValueError(f"regions: made for {regions.frames} frames but length is {length}; make the "
                              "trajectory as long as the whole video")
+        kinds, subjects = frozenset({"self"}), None
+        if regions is not None and clip is not None and prompt.strip():
+            # The whole MaskedAttentionPatch rule: self and cross (each object's own words).
+            subjects = find_subject_tokens(clip, prompt, list(regions.prompts), list(regions.ids),
+                                           family.layout).positions
+            kinds = frozenset({"self", "cross"})
+        elif clip is not None and regions is not None:
+            raise ValueError("prompt: with clip connected, paste the positive prompt (exactly as encoded) so each "
+                             "object's words can be found; or disconnect clip to mask self-attention only")
         base = model
         if first_frame_share:
             base = install_first(model, FirstFrameShareRule(mode="anchor", strength=float(share_strength)))
@@ -167,8 +186,8 @@ class LongVideoChunks(io.ComfyNode):
             m = base
             if regions is not None and box_end_percent > 0:
                 sub = RegionSet(lv.chunk_masks(regions.masks, ch, family.layout), regions.ids, regions.prompts)
-                m = attention_seam.install(base, MaskedAttention(regions=sub, subject_tokens=None,
-                                                                 kinds=frozenset({"self"}), end=box_end_percent))
+                m = attention_seam.install(base, MaskedAttention(regions=sub, subject_tokens=subjects,
+                                                                 kinds=kinds, end=box_end_percent))
             lat = torch.zeros_like(x)
             mask = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype)
             if i2v:

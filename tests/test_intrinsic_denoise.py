@@ -222,6 +222,39 @@ def test_flow_at_sigma_one_refines_without_the_model():
 
 
 @pytest.mark.core
+def test_prior_on_x0_hat_takes_the_gradient_at_the_denoised_estimate():
+    """prior_on="x0_hat": the drift's prior term is grad tau evaluated at the model's x0_hat (not at
+    z), and at a flow model's sigma = 1 the model is then asked, once per iteration."""
+    boxes, visible = moving_boxes(9, torch.float32)
+    shape = (1, 4, 3, 12, 16)
+    prior = idn.TemporalPrior.from_boxes(boxes, visible, shape, "wan21")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    target = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    asked = []
+
+    def denoise(z, s):
+        asked.append(float(s))
+        return target                                                  # a fixed "clean" estimate
+
+    kw = dict(iterations=1, parametrisation="flow", prior=prior, eta_l=0.05, eta_k=0.0)
+    sigma = torch.tensor(0.5)
+    with_prior = idn.intrinsic_refine(x, sigma, denoise, c_g=2.0, prior_on="x0_hat", **kw)
+    without = idn.intrinsic_refine(x, sigma, denoise, c_g=0.0, prior_on="x0_hat", **kw)
+    step, _ = idn.langevin_step_sizes(sigma, "flow", 0.05, 0.0)
+    _, g_at_x0 = prior.gradient(target)
+    _, g_at_z = prior.gradient(x)
+    assert torch.allclose(with_prior - without, step * 2.0 * g_at_x0, atol=1e-6)
+    assert not torch.allclose(g_at_x0, g_at_z, atol=1e-3)
+    asked.clear()
+    idn.intrinsic_refine(x, torch.tensor(1.0), denoise, c_g=1.0, prior_on="x0_hat", **dict(kw, iterations=2))
+    assert asked == [1.0, 1.0]
+    flow = torch.linspace(1.0, 0.0, 21)
+    assert idn.count_evaluations(flow, "flow", 0.0, 0.25, 2, model_at_pure_noise=True) == 20 + 2 * 5
+    with pytest.raises(ValueError, match="prior_on"):
+        idn.intrinsic_refine(x, sigma, denoise, c_g=1.0, prior_on="x0", **kw)
+
+
+@pytest.mark.core
 def test_frames_as_batch_latent_is_the_same_video():
     """SVD's latent is [F, C, H, W]: the prior sees it as one video [1, C, F, H, W]."""
     boxes, visible = moving_boxes(4)

@@ -124,3 +124,36 @@ def test_image_to_video_chunks_start_from_the_previous_chunks_last_decoded_frame
     assert torch.allclose(second[:1, 4:], want, atol=1e-4)
     assert (second[:1, :4, 0] == 1).all() and (second[:1, :4, 1:] == 0).all()
     assert not torch.allclose(third[:1, 4:], second[:1, 4:])   # chunk 2 starts from chunk 1's end
+
+
+@pytest.mark.comfy
+def test_chunks_mask_cross_attention_with_clip_and_prompt(comfy, pack_nodes):
+    """With clip + prompt the chunks get the whole MaskedAttentionPatch rule (self + cross, each
+    object's words found by the real tokenizer) and steer differently from self-only masking; a
+    prompt without the object's phrase, or clip without a prompt, is refused naming the field."""
+    from boxdirector.core.masks import box_masks
+    from boxdirector.core.regions import Regions
+    from boxdirector.core.trajectory import parse_trajectory, sample_boxes
+    from boxdirector.toyworld import sanity
+
+    nodes, model, _vae, clip = sanity.load_models(shift=sanity.DEFAULTS["shift"])
+    length = 25                                          # 7 latent frames: two chunks of the toy's 5
+    doc = {"version": 1, "frames": length, "width": 128, "height": 128, "objects": [
+        {"id": "o", "prompt": "red circle", "keyframes": [{"frame": 0, "box": [0.0, 0.0, 0.4, 0.4]},
+                                                         {"frame": length - 1, "box": [0.6, 0.6, 1.0, 1.0]}]}]}
+    boxes, vis = sample_boxes(parse_trajectory(json.dumps(doc)))
+    regions = Regions(box_masks(boxes, vis, 128, 128), ("o",), ("red circle",))
+    (pos,) = nodes.CLIPTextEncode().encode(clip, "a red circle")
+    (neg,) = nodes.CLIPTextEncode().encode(clip, "")
+    latent = {"samples": torch.zeros(1, 16, 5, 16, 16)}
+    kw = dict(model=model, positive=pos, negative=neg, latent=latent, length=length, overlap=1,
+              anchor_first_frame=True, first_frame_share=True, share_strength=1.0, seed=2, steps=2, cfg=3.0,
+              sampler_name="euler", scheduler="simple", regions=regions, box_end_percent=1.0)
+    (self_only,) = harness.run_node("BoxDirector.LongVideoChunks", **kw).result
+    (both,) = harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt="a red circle")).result
+    assert both["samples"].shape == self_only["samples"].shape == (1, 16, 7, 16, 16)
+    assert not torch.allclose(both["samples"], self_only["samples"], atol=1e-4)
+    with pytest.raises(Exception, match="regions: the subject phrase 'red circle'"):
+        harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt="a blue square"))
+    with pytest.raises(Exception, match="prompt: with clip connected"):
+        harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt=""))

@@ -124,6 +124,36 @@ def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=5.0,
     return images.reshape(-1, *images.shape[-3:])
 
 
+@torch.no_grad()
+def vae_roundtrip(vae_path=WEIGHTS / "toy_wan_vae.safetensors", samples: int = 60, seed0: int = 5000) -> dict:
+    """The ceiling the VAE puts on sanity: single ground-truth frames (one object) encoded and
+    decoded by ComfyUI's VAE, scored by the same classifiers. A colour or shape the VAE cannot
+    draw cannot be generated, whatever the DiT learns. Frames are independent of the DiT's data
+    (seeds from ``seed0``)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import harness
+
+    harness.import_comfy()
+    import comfy.sd
+    import comfy.utils
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(vae_path)))
+    per = {c: [0, 0] for c in data.COLORS}
+    col = shp = both = 0
+    for i in range(samples):
+        c = data.make_clip(seed0 + i, n_objects=1)
+        frame = c.video[8:9]  # a middle frame, alone: 1 latent frame
+        rec = vae.decode(vae.encode(frame)).reshape(-1, *frame.shape[-3:])
+        r = score_video(rec, c.colors[0], c.shapes[0], frames=(0,))
+        col += r["color_ok"]
+        shp += r["shape_ok"]
+        both += r["color_ok"] and r["shape_ok"]
+        per[data.COLORS[c.colors[0]]][0] += r["color_ok"] and r["shape_ok"]
+        per[data.COLORS[c.colors[0]]][1] += 1
+    return {"colour": col / samples, "shape": shp / samples, "both": both / samples,
+            "per_colour": {k: f"{a}/{b}" for k, (a, b) in per.items()}}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=40)
@@ -135,8 +165,15 @@ def main(argv=None) -> dict:
     p.add_argument("--dit", type=Path, default=WEIGHTS / "toy_wan_dit.safetensors")
     p.add_argument("--vae", type=Path, default=WEIGHTS / "toy_wan_vae.safetensors")
     p.add_argument("--save", type=Path, default=None, help="write a contact sheet PNG here")
+    p.add_argument("--vae-roundtrip", type=int, default=0, metavar="N",
+                   help="only measure the VAE's ceiling: N ground-truth frames encoded and decoded")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
+    if args.vae_roundtrip:
+        r = vae_roundtrip(args.vae, args.vae_roundtrip)
+        print(f"VAE round trip of {args.vae_roundtrip} ground-truth frames: colour {r['colour']:.0%}  "
+              f"shape {r['shape']:.0%}  both {r['both']:.0%}  (both, per colour: {r['per_colour']})", flush=True)
+        return r
     nodes, model, vae, clip = load_models(args.dit, args.vae, args.shift or None)
     rows, results = [], []
     t0 = time.time()

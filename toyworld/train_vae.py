@@ -175,6 +175,11 @@ def main(argv=None) -> dict:
     p.add_argument("--chroma", type=float, default=0.0,
                    help="extra L1 weight on colour (pixel minus its grey level) and on object pixels: blue and "
                         "red are about as bright as the background, so plain L1/MSE learns them last")
+    p.add_argument("--bright-obj", action="store_true",
+                   help="count pixels brighter than any background (white objects) as object pixels in --chroma")
+    p.add_argument("--edge", type=float, default=0.0,
+                   help="extra L1 weight on the spatial finite differences: plain L1/MSE rounds the corners "
+                        "of small squares and triangles off, and then the shapes cannot be told apart")
     p.add_argument("--kl", type=float, default=1e-4, help="weight of the mean per-element KL")
     p.add_argument("--num-clips", type=int, default=0, help="train on only this many clips (0: endless)")
     p.add_argument("--stat-clips", type=int, default=24, help="whole clips for the latent statistics")
@@ -239,8 +244,14 @@ def main(argv=None) -> dict:
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
         if args.chroma:
             cx, cy = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
-            obj = (cx.abs().amax(1, keepdim=True) > 0.3).float()  # saturated pixels: the objects
+            # The objects: saturated pixels (plus, with --bright-obj, white ones).
+            obj = cx.abs().amax(1, keepdim=True) > 0.3
+            if args.bright_obj:  # white has no chroma; it is brighter than any background
+                obj = obj | (x.mean(1, keepdim=True) > 0.5)
+            obj = obj.float()
             rec = rec + args.chroma * (F.l1_loss(cy, cx) + ((y - x).abs() * obj).mean())
+        if args.edge:
+            rec = rec + args.edge * sum(F.l1_loss(y.diff(dim=d), x.diff(dim=d)) for d in (-1, -2))
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).mean()
         loss = rec + args.kl * kl
         opt.zero_grad(set_to_none=True)
