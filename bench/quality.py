@@ -10,6 +10,8 @@ its colour in the decoded frames and scores it against its box:
 * centroid  distance of found and target box centres, over the frame diagonal
 * temporal  1 - mean absolute change between consecutive frames (flicker)
 * fidelity  share of single-object videos whose dominant colour and shape are the prompted ones
+* sample s  seconds of sampling per video (SamplerCustom rows only: the intrinsic rows' cost,
+            against "masked +intrinsic M=0", the same base Euler through the same path)
 
     python -m bench.quality [--seeds 4] [--methods baseline,masked] [--trajectories FILE]
                             [--out out/bench_quality.json]
@@ -75,6 +77,7 @@ METHODS = {
     "masked +norm": ({"mask_normalization": True}, None),
     "intrinsic": (None, {}),                                     # the node's defaults
     "masked +intrinsic": ({}, {}),
+    "masked +intrinsic M=0": ({}, {"iterations": 0}),          # the base Euler, same path: the cost reference
     "masked +intrinsic c_g=0": ({}, {"c_g": 0.0}),             # the paper's ablation: no temporal prior
     "masked +intrinsic c_g=10": ({}, {"c_g": 10.0}),
     "masked +intrinsic eta_k=0": ({}, {"eta_k": 0.0}),          # no Langevin noise
@@ -122,10 +125,15 @@ def generate_custom(nodes, model, vae, clip, prompt, seed, sampler, steps, cfg) 
     (neg,) = nodes.CLIPTextEncode().encode(clip, "")
     (sigmas,) = harness.run_node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0).result
     latent = {"samples": torch.zeros(1, 16, 5, data.SIZE // 8, data.SIZE // 8)}
+    t = time.perf_counter()
     out = harness.run_node("SamplerCustom", model=model, add_noise=True, noise_seed=seed, cfg=cfg, positive=pos,
                            negative=neg, sampler=sampler, sigmas=sigmas, latent_image=latent).result[0]
+    SAMPLING_SECONDS.append(time.perf_counter() - t)
     (images,) = nodes.VAEDecode().decode(vae, out)
     return images.reshape(-1, *images.shape[-3:])
+
+
+SAMPLING_SECONDS: list = []   # wall time of each SamplerCustom run (the intrinsic rows' cost ratio)
 
 
 def found_boxes(video: torch.Tensor, color: str) -> list:
@@ -213,10 +221,12 @@ def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
                 (sampler,) = harness.run_node("BoxDirector.TemporalIntrinsicDenoise", trajectory=node_traj,
                                               **{**INTRINSIC_DEFAULTS, **intrinsic}).result
             for seed in range(args.seeds):
+                SAMPLING_SECONDS.clear()
                 if sampler is None:
                     video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg)
                 else:
                     video = generate_custom(nodes, m, vae, clip, prompt, seed, sampler, args.steps, args.cfg)
+                seconds = SAMPLING_SECONDS[0] if SAMPLING_SECONDS else None   # sampling only (SAMPLER rows)
                 objs = []
                 for k, o in enumerate(traj.objects):
                     color, shape = parse_subject(o.prompt, o.id)
@@ -228,7 +238,7 @@ def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
                     fid = bool(s["color_ok"] and s["shape_ok"])
                 temporal = 1.0 - float((video[1:] - video[:-1]).abs().mean())
                 rows.append({"trajectory": ti, "method": method, "seed": seed, "objects": objs, "fidelity": fid,
-                             "temporal": temporal})
+                             "temporal": temporal, "seconds": seconds})
     return rows
 
 
@@ -244,15 +254,16 @@ def summarize(rows, methods, args, n_traj, seconds) -> dict:
             "coverage": statistics.mean(o["found"] > 0.5 for o in objs),
             "centroid": statistics.mean(cents) if cents else None,
             "temporal": statistics.mean(r["temporal"] for r in mine),
-            "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine)}
+            "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine),
+            "seconds": statistics.mean(secs) if (secs := [r["seconds"] for r in mine if r["seconds"]]) else None}
     base = summary.get("baseline", {}).get("miou")
     print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, {seconds:.0f} s")
-    print(f"{'method':<28}{'mIoU':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}")
+    print(f"{'method':<28}{'mIoU':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}{'sample s':>9}")
     for method, s in summary.items():
         ratio = s["miou"] / base if base else float("nan")
         fmt = lambda v: f"{v:7.3f}" if v is not None else "      -"  # noqa: E731
         print(f"{method:<28}{s['miou']:7.3f}{ratio:8.2f}{s['ap50']:7.3f}{s['coverage']:7.3f}{fmt(s['centroid'])}"
-              f"{s['temporal']:7.3f}{fmt(s['fidelity'])}")
+              f"{s['temporal']:7.3f}{fmt(s['fidelity'])}{fmt(s['seconds']):>9}")
     result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "summary": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

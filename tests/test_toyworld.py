@@ -159,6 +159,23 @@ def test_vae_loads_and_round_trips(comfy):
     assert (want & got).sum() >= 0.3 * want.sum()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known ceiling of the shipped VAE: it decodes green as grey (0/13) and reaches colour "
+    "~78 % / shape ~72 % on single frames; see toyworld/README.md, 'What the VAE's ceiling is'. "
+    "Strict, so a VAE that fixes it turns this red and the marker must go.",
+)
+def test_vae_draws_every_toy_colour_and_shape(comfy):
+    """The VAE is the ceiling of everything generated: a colour or shape it cannot round-trip can
+    never be generated. (The session-2 VAE decoded green as dark grey and every green prompt
+    failed.) 30 single ground-truth frames, scored by the sanity classifiers."""
+    from boxdirector.toyworld import sanity
+
+    r = sanity.vae_roundtrip(samples=30)
+    assert r["colour"] >= 0.9 and r["shape"] >= 0.75, r
+    assert all(int(v.split("/")[0]) >= 1 for v in r["per_colour"].values()), r
+
+
 def test_smoke_sample_draws_the_prompted_colour(toy_models):
     """End to end through ComfyUI (CLIPTextEncode, KSampler, VAEDecode). The shipped DiT is
     under-trained (see toyworld/README.md, sanity figures): red, blue and white come out reliably,

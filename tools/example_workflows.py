@@ -576,12 +576,14 @@ def build_long_video(info: dict, fam_key: str, method: str) -> dict:
                 length=chunk, batch_size=1)
     lv = g.add("BoxDirector.LongVideoChunks", 4, length=total, overlap=1, anchor_first_frame=True,
                first_frame_share=True, share_strength=1.0, seed=42, steps=fam["steps"], cfg=fam["cfg"],
-               sampler_name=fam["sampler"], scheduler="simple", box_end_percent=0.2)
+               sampler_name=fam["sampler"], scheduler="simple", box_end_percent=0.3, prompt=pos_text)
     g.link(*model_src, lv, "model")
     g.link(pos, 0, lv, "positive")
     g.link(neg, 0, lv, "negative")
     g.link(lat, 0, lv, "latent")
     g.link(regions, 0, lv, "regions")
+    g.link(clip, 0, lv, "clip")            # the objects' words: cross-attention masking per chunk
+    g.link(prompt, 0, lv, "prompt")
     _decode_save(g, fam_key, fam, method, (lv, 0), vae_src)
     return g.to_ui()
 

@@ -84,9 +84,12 @@ def encode_stats(vae, x):
     return mu, log_var
 
 
-def crops(seeds, frames: int, crop: int, g: torch.Generator) -> torch.Tensor:
+def crops(seeds, frames: int, crop: int, g: torch.Generator, shuffle: float = 0.0) -> torch.Tensor:
     """[B, 3, frames, crop, crop] in -1..1: random windows of whole clips, centred on an object
-    70 % of the time (a random crop of a clip is mostly background)."""
+    70 % of the time (a random crop of a clip is mostly background). With probability ``shuffle``
+    a crop's RGB channels are permuted (red <-> green <-> blue, yellow <-> cyan/magenta, grey stays
+    grey): every channel then carries colour equally often, so no colour can be left unlearnt --
+    without it one VAE learnt to encode green as dark grey."""
     out = []
     for s in seeds:
         c = data.make_clip(int(s))
@@ -102,7 +105,10 @@ def crops(seeds, frames: int, crop: int, g: torch.Generator) -> torch.Tensor:
             x0, y0 = (int(torch.randint(0, W - crop + 1, (1,), generator=g)),
                       int(torch.randint(0, H - crop + 1, (1,), generator=g)))
         x0, y0 = min(max(x0, 0), W - crop), min(max(y0, 0), H - crop)
-        out.append(v[f0:f0 + frames, y0:y0 + crop, x0:x0 + crop].permute(3, 0, 1, 2))
+        window = v[f0:f0 + frames, y0:y0 + crop, x0:x0 + crop].permute(3, 0, 1, 2)
+        if shuffle and torch.rand(1, generator=g).item() < shuffle:
+            window = window[torch.randperm(3, generator=g)]
+        out.append(window)
     return torch.stack(out) * 2 - 1
 
 
@@ -177,6 +183,8 @@ def main(argv=None) -> dict:
                         "red are about as bright as the background, so plain L1/MSE learns them last")
     p.add_argument("--bright-obj", action="store_true",
                    help="count pixels brighter than any background (white objects) as object pixels in --chroma")
+    p.add_argument("--channel-shuffle", type=float, default=0.0,
+                   help="share of crops whose RGB channels are permuted (colour balance, see crops())")
     p.add_argument("--edge", type=float, default=0.0,
                    help="extra L1 weight on the spatial finite differences: plain L1/MSE rounds the corners "
                         "of small squares and triangles off, and then the shapes cannot be told apart")
@@ -185,6 +193,7 @@ def main(argv=None) -> dict:
     p.add_argument("--stat-clips", type=int, default=24, help="whole clips for the latent statistics")
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device for the training (cuda where there is one)")
     p.add_argument("--log-every", type=int, default=20)
     args = p.parse_args(argv)
 
@@ -196,7 +205,8 @@ def main(argv=None) -> dict:
         import safetensors.torch
 
         vae.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()})
-    vae.train()
+    dev = torch.device(args.device)
+    vae.to(dev).train()
     n_params = sum(v.numel() for v in vae.parameters())
     print(f"WanVAE dim={args.dim} z={Z_DIM}: {n_params / 1e6:.2f} M parameters", flush=True)
     opt = torch.optim.Adam(vae.parameters(), lr=args.lr, betas=(0.9, 0.99))
@@ -213,9 +223,9 @@ def main(argv=None) -> dict:
     warmup = args.warmup
 
     def export(final: bool):
-        vae.eval()
+        vae.to("cpu").eval()       # the statistics clips are made on the CPU
         sd = export_state_dict(vae, stat_seeds)
-        vae.train()
+        vae.to(dev).train()
         save(sd, args.out, {"toyworld": "wan21_vae", "dim": args.dim, "steps": step, "seed": args.seed,
                             "final": final, "loss": f"{sum(losses[-50:]) / max(1, len(losses[-50:])):.5f}"})
         print(f"  exported {args.out} at step {step}", flush=True)
@@ -236,10 +246,10 @@ def main(argv=None) -> dict:
             seeds = torch.randint(0, args.num_clips, (bsz,), generator=g).tolist()
         else:
             seeds = torch.randint(0, 2**31 - 1, (bsz,), generator=g).tolist()
-        x = crops(seeds, frames, args.crop, g)
+        x = crops(seeds, frames, args.crop, g, args.channel_shuffle).to(dev)
         mu, log_var = encode_stats(vae, x)
         log_var = log_var.clamp(-30, 20)
-        z = mu + torch.exp(0.5 * log_var) * torch.randn(mu.shape, generator=noise_g)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn(mu.shape, generator=noise_g).to(dev)
         y = vae.decode(z)
         rec = F.l1_loss(y, x) + F.mse_loss(y, x)
         if args.chroma:
