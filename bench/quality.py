@@ -5,6 +5,8 @@ toy Wan model, for many seeds and trajectories, with each method off and on; fin
 its colour in the decoded frames and scores it against its box:
 
 * mIoU      per video: sum of intersections / sum of unions over frames (PEEKABOO's eval), averaged
+            over (video, object); "± se" is its standard error (seeds give different videos, so two
+            methods differ beyond noise only when their means differ by ~2-3 combined se)
 * AP50      share of frames whose IoU >= 0.5
 * coverage  share of (video, object) pairs found in more than half of the frames
 * centroid  distance of found and target box centres, over the frame diagonal
@@ -15,6 +17,7 @@ its colour in the decoded frames and scores it against its box:
 
     python -m bench.quality [--seeds 4] [--methods baseline,masked] [--trajectories FILE]
                             [--out out/bench_quality.json]
+    python -m bench.quality --table out/bench_quality.json     # the table of a saved run again
 
 ``--trajectories`` takes any Trajectory-v1 document (or a JSON list of them): keyframe times are
 rescaled to the model's 17 frames, the size to 128 x 128, and object prompts must use the toy
@@ -185,7 +188,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--dit", type=Path, default=sanity.WEIGHTS / "toy_wan_dit.safetensors")
     ap.add_argument("--vae", type=Path, default=sanity.WEIGHTS / "toy_wan_vae.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_quality.json")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="print the table of a saved run (its --out file) again and generate nothing")
     args = ap.parse_args(argv)
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        vars(args).update({k: v for k, v in saved["settings"].items() if k in ("seeds", "steps", "cfg")})
+        args.out = None   # nothing is written
+        names = list(dict.fromkeys(r["method"] for r in saved["rows"]))
+        return summarize(saved["rows"], names, args, 1 + max(r["trajectory"] for r in saved["rows"]),
+                         saved.get("seconds", 0.0))
     methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -250,24 +262,29 @@ def summarize(rows, methods, args, n_traj, seconds) -> dict:
         fids = [r["fidelity"] for r in mine if r["fidelity"] is not None]
         cents = [o["centroid"] for o in objs if o["centroid"] is not None]
         summary[method] = {
-            "miou": statistics.mean(o["miou"] for o in objs), "ap50": statistics.mean(o["ap50"] for o in objs),
+            "miou": statistics.mean(o["miou"] for o in objs),
+            # one sample per (video, object): a different seed is a different video, so methods are
+            # compared by their means' standard errors, not pairwise
+            "miou_se": statistics.stdev(o["miou"] for o in objs) / len(objs) ** 0.5 if len(objs) > 1 else None,
+            "ap50": statistics.mean(o["ap50"] for o in objs),
             "coverage": statistics.mean(o["found"] > 0.5 for o in objs),
             "centroid": statistics.mean(cents) if cents else None,
             "temporal": statistics.mean(r["temporal"] for r in mine),
             "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine),
-            "seconds": statistics.mean(secs) if (secs := [r["seconds"] for r in mine if r["seconds"]]) else None}
+            "seconds": statistics.mean(secs) if (secs := [r.get("seconds") for r in mine if r.get("seconds")]) else None}
     base = summary.get("baseline", {}).get("miou")
     print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, {seconds:.0f} s")
-    print(f"{'method':<28}{'mIoU':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}{'sample s':>9}")
+    print(f"{'method':<28}{'mIoU':>7}{'± se':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}{'sample s':>9}")
     for method, s in summary.items():
         ratio = s["miou"] / base if base else float("nan")
         fmt = lambda v: f"{v:7.3f}" if v is not None else "      -"  # noqa: E731
-        print(f"{method:<28}{s['miou']:7.3f}{ratio:8.2f}{s['ap50']:7.3f}{s['coverage']:7.3f}{fmt(s['centroid'])}"
+        print(f"{method:<28}{s['miou']:7.3f}{fmt(s['miou_se'])}{ratio:8.2f}{s['ap50']:7.3f}{s['coverage']:7.3f}{fmt(s['centroid'])}"
               f"{s['temporal']:7.3f}{fmt(s['fidelity'])}{fmt(s['seconds']):>9}")
     result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "summary": summary, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+              "seconds": seconds, "summary": summary, "rows": rows}
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
     return result
 
 
