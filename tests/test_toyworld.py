@@ -221,3 +221,21 @@ def test_dit_training_loss_falls(tmp_path):
     import comfy.sd
 
     assert type(comfy.sd.load_diffusion_model(str(tmp_path / "dit.safetensors")).model) is comfy.model_base.WAN21
+
+
+def test_vae_reinit_restarts_a_block_as_the_identity(comfy):
+    """``train_vae --reinit``: a re-initialised residual block passes its input on unchanged (so the
+    rest of a trained VAE keeps working), and its weights are fresh, not the trained ones."""
+    from boxdirector.toyworld import train_vae
+    from boxdirector.toyworld._comfy import init_weights
+
+    vae = train_vae.build_vae(8)
+    init_weights(vae, 0)
+    block = vae.get_submodule("encoder.downsamples.0")
+    before = block.residual[2].weight.detach().clone()
+    x = torch.randn(1, 8, 1, 12, 12)
+    with torch.no_grad():
+        assert not torch.allclose(block(x), x)
+        train_vae.reinit(block, seed=5)
+        assert torch.equal(block(x), x)
+    assert not torch.equal(block.residual[2].weight, before)

@@ -68,6 +68,24 @@ def init_temporal_identity(vae) -> None:
                 m.weight[:, :, :-1] = 0
 
 
+def reinit(module, seed: int) -> None:
+    """Fresh weights for ``module`` (a part of a trained VAE), starting as close to a no-op as its
+    kind allows: RMS norms at gamma 1, temporal taps "hold the frame", and a residual block with an
+    identity shortcut with its residual branch's last conv at zero -- the block passes its input on
+    and the rest of the network keeps working while it learns."""
+    from comfy.ldm.wan.vae import RMS_norm, ResidualBlock
+
+    init_weights(module, seed)
+    init_temporal_identity(module)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, RMS_norm):
+                m.gamma.fill_(1.0)
+            if isinstance(m, ResidualBlock) and isinstance(m.shortcut, torch.nn.Identity):
+                m.residual[-1].weight.zero_()
+                m.residual[-1].bias.zero_()
+
+
 def encode_stats(vae, x):
     """(mu, log_var) of the posterior, through the same chunked causal path as ``WanVAE.encode``
     (first frame alone, then groups of 4 frames, with the conv feature cache)."""
@@ -188,6 +206,10 @@ def main(argv=None) -> dict:
     p.add_argument("--edge", type=float, default=0.0,
                    help="extra L1 weight on the spatial finite differences: plain L1/MSE rounds the corners "
                         "of small squares and triangles off, and then the shapes cannot be told apart")
+    p.add_argument("--reinit", default="",
+                   help="comma-separated module names (e.g. encoder.downsamples.0) re-initialised after --init; a "
+                        "residual block restarts as the identity. The shipped VAE erases green in its first encoder "
+                        "block (toyworld/README.md), a minimum fine-tuning does not leave")
     p.add_argument("--kl", type=float, default=1e-4, help="weight of the mean per-element KL")
     p.add_argument("--num-clips", type=int, default=0, help="train on only this many clips (0: endless)")
     p.add_argument("--stat-clips", type=int, default=24, help="whole clips for the latent statistics")
@@ -205,6 +227,8 @@ def main(argv=None) -> dict:
         import safetensors.torch
 
         vae.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()})
+    for name in filter(None, (n.strip() for n in args.reinit.split(","))):
+        reinit(vae.get_submodule(name), args.seed)
     dev = torch.device(args.device)
     vae.to(dev).train()
     n_params = sum(v.numel() for v in vae.parameters())
