@@ -265,7 +265,8 @@ class MaskedAttentionPatch(io.ComfyNode):
                 io.Boolean.Input("mask_normalization", default=False,
                                  tooltip="Match the masked attention output's distribution to the unmasked one "
                                          "(EFDM, domain-adaptation paper). Costs one unmasked attention per "
-                                         "masked call."),
+                                         "masked call. Off by default: where masking raises the output's "
+                                         "spread (as on the toy Wan model) it weakens the placement."),
                 io.Float.Input("coverage", default=0.5, min=0.01, max=1.0, step=0.01,
                                tooltip="A token belongs to an object when the object covers at least this share "
                                        "of the token's pixels (every visible object keeps one token per frame)."),
