@@ -175,6 +175,9 @@ class LongVideoChunks(io.ComfyNode):
         elif clip is not None and regions is not None:
             raise ValueError("prompt: with clip connected, paste the positive prompt (exactly as encoded) so each "
                              "object's words can be found; or disconnect clip to mask self-attention only")
+        elif regions is not None and prompt.strip():
+            raise ValueError("clip: a prompt is given but no text encoder is connected, so cross-attention "
+                             "cannot be masked; connect the clip that encoded the prompt, or clear the prompt")
         base = model
         if first_frame_share:
             base = install_first(model, FirstFrameShareRule(mode="anchor", strength=float(share_strength)))

@@ -157,3 +157,5 @@ def test_chunks_mask_cross_attention_with_clip_and_prompt(comfy, pack_nodes):
         harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt="a blue square"))
     with pytest.raises(Exception, match="prompt: with clip connected"):
         harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt=""))
+    with pytest.raises(Exception, match="clip: a prompt is given but no text encoder"):
+        harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, prompt="a red circle"))

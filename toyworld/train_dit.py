@@ -99,7 +99,7 @@ def latent_format():
 def object_masks(seeds, latent_frames: int = 5, cells: int = data.SIZE // 8) -> torch.Tensor:
     """[B, T, h, w] bool: latent cells inside any object's box on any pixel frame of that latent
     frame (Wan's causal layout: latent frame 0 = pixel frame 0, frame t = pixel frames 4t-3..4t).
-    Seeds index the same clips as the pool, so these are recomputed, not cached."""
+    Seeds index the same clips as the pool: the masks come from the clips' boxes, not from pixels."""
     out = torch.zeros(len(seeds), latent_frames, cells, cells, dtype=torch.bool)
     c = torch.arange(cells, dtype=torch.float32) + 0.5
     for b, s in enumerate(seeds):
