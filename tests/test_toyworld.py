@@ -239,3 +239,39 @@ def test_vae_reinit_restarts_a_block_as_the_identity(comfy):
         train_vae.reinit(block, seed=5)
         assert torch.equal(block(x), x)
     assert not torch.equal(block.residual[2].weight, before)
+
+
+def test_channel_shuffle_permutes_rgb_of_the_same_crop():
+    """``train_vae --channel-shuffle``: a shuffled crop is the same window with its RGB channels
+    permuted (green objects become as common as red ones), and 0 leaves crops untouched."""
+    from boxdirector.toyworld import train_vae
+
+    def crop(shuffle, seed):
+        return train_vae.crops([7], 1, 32, torch.Generator().manual_seed(seed), shuffle)
+
+    plain = crop(0.0, 3)
+    shuffled = [crop(1.0, s) for s in range(3, 9)]
+    for s, got in zip(range(3, 9), shuffled):
+        assert torch.equal(crop(0.0, s).sort(dim=1).values, got.sort(dim=1).values)  # same pixels, channels moved
+    assert torch.equal(crop(0.0, 3), plain)
+    assert any(not torch.equal(crop(0.0, s), got) for s, got in zip(range(3, 9), shuffled))
+
+
+def test_object_masks_cover_each_objects_box_on_its_latent_frames():
+    """``train_dit --obj-weight`` weights the loss on these cells: every latent cell whose centre
+    lies in an object's box on one of the latent frame's pixel frames, and nothing far from all."""
+    from boxdirector.toyworld import train_dit
+
+    seed = 11
+    m = train_dit.object_masks([seed])[0]                       # [5, 16, 16]
+    boxes = data.make_clip(seed).boxes * 16                     # latent cells
+    assert m.shape == (5, 16, 16) and 0 < m.float().mean() < 0.6
+    for t, frames in enumerate([[0], [1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]):
+        want = torch.zeros(16, 16, dtype=torch.bool)
+        for f in frames:
+            for x0, y0, x1, y1 in boxes[:, f].tolist():
+                cx = torch.arange(16) + 0.5
+                want |= ((cx[:, None] >= y0) & (cx[:, None] <= y1)) & ((cx[None, :] >= x0) & (cx[None, :] <= x1))
+        assert (m[t] | ~want).all(), t                          # every cell centre inside a box is marked
+        grown = torch.nn.functional.max_pool2d(want[None, None].float(), 3, 1, 1)[0, 0].bool()
+        assert not (m[t] & ~grown).any(), t                     # and nothing more than a cell away from one
