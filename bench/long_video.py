@@ -5,9 +5,10 @@ with and without first-frame sharing.
 
 The toy Wan model's native length is 17 pixel frames (5 latent frames); ``--length 49`` is 3x
 that (13 latent frames -> 4 chunks with 1 overlap frame and the anchor). One object ("a red
-circle" etc.; red, blue, yellow, white in turn: the colours the toy VAE can draw) follows a zig-zag trajectory over the whole video; the LongVideoChunks node
-generates it through ComfyUI's own sampler, steered per chunk by the chunk's slice of the boxes
-(MaskedAttentionPatch's rule, self- and cross-attention, for the first ``--box-end`` of the steps;
+circle" etc.; red, blue, yellow, white in turn: the colours the toy VAE can draw) follows a
+zig-zag trajectory over the whole video; the LongVideoChunks node generates it through
+ComfyUI's own sampler, steered per chunk by the chunk's slice of the boxes (MaskedAttentionPatch's
+rule, self- and cross-attention, for the first ``--box-end`` of the steps;
 ``--no-cross``: self-attention only). Configurations:
 
 * ``plain``        -- chunks continue the previous chunk's last latent frame only; no anchor frame,

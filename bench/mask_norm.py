@@ -47,10 +47,7 @@ def main(argv=None) -> dict:
         for ti in (int(i) for i in args.trajectories.split(",")):
             traj = suite[ti]
             prompt = " and ".join(o.prompt for o in traj.objects)
-            node_traj = harness.run_node("BoxDirector.BBoxTrajectory", trajectory=traj.to_json(), frames=0,
-                                         width=0, height=0).result[0]
-            (regions, _) = harness.run_node("BoxDirector.MaskSequence", trajectory=node_traj, mask_id="mask",
-                                            mask_prompt="", dilation=0, feather=0.0).result
+            _, regions = q.node_regions(traj)
             (m,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
                                     prompt=prompt, **{**q.PATCH_DEFAULTS, "mask_normalization": True}).result
             ratios.clear()

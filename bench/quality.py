@@ -213,16 +213,21 @@ def main(argv=None) -> dict:
     summarize(rows, methods, args, len(trajectories), time.perf_counter() - t0)
 
 
+def node_regions(traj: Trajectory) -> tuple:
+    """(TRAJECTORY, REGIONS) through the nodes, as a workflow makes them: BBox Trajectory -> Mask Sequence."""
+    node_traj = harness.run_node("BoxDirector.BBoxTrajectory", trajectory=traj.to_json(), frames=0, width=0,
+                                 height=0).result[0]
+    (regions, _) = harness.run_node("BoxDirector.MaskSequence", trajectory=node_traj, mask_id="mask",
+                                    mask_prompt="", dilation=0, feather=0.0).result
+    return node_traj, regions
+
+
 def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
     rows = []
     for ti, traj in enumerate(trajectories):
         prompt = " and ".join(o.prompt for o in traj.objects)
         boxes, _ = sample_boxes(traj)
-        # Through the nodes, as a workflow would: BBox Trajectory -> Mask Sequence -> Masked Attention Patch.
-        node_traj = harness.run_node("BoxDirector.BBoxTrajectory", trajectory=traj.to_json(), frames=0, width=0,
-                                     height=0).result[0]
-        (regions, _) = harness.run_node("BoxDirector.MaskSequence", trajectory=node_traj, mask_id="mask",
-                                        mask_prompt="", dilation=0, feather=0.0).result
+        node_traj, regions = node_regions(traj)
         for method in methods:
             patch, intrinsic = METHODS[method]
             m, sampler = model, None
