@@ -19,7 +19,8 @@ def pixel_boxes(draw, h, w, min_size=0.0, margin=0.0):
     """A box in pixels (x0, y0, x1, y1), at least ``min_size`` px per side, ``margin`` px inside."""
     def axis(n):
         a = draw(st.floats(margin, n - margin - min_size - 1e-3))
-        b = draw(st.floats(a + min_size + 1e-3, n - margin))
+        # min(): at the top of a's range, a + min_size + 1e-3 can round a hair above n - margin.
+        b = draw(st.floats(min(a + min_size + 1e-3, n - margin), n - margin))
         return a, b
 
     (x0, x1), (y0, y1) = axis(w), axis(h)
