@@ -275,3 +275,22 @@ def test_object_masks_cover_each_objects_box_on_its_latent_frames():
         assert (m[t] | ~want).all(), t                          # every cell centre inside a box is marked
         grown = torch.nn.functional.max_pool2d(want[None, None].float(), 3, 1, 1)[0, 0].bool()
         assert not (m[t] & ~grown).any(), t                     # and nothing more than a cell away from one
+
+
+def test_identity_init_lets_the_input_reach_the_decoded_image(comfy):
+    """``train_vae --identity-init``: on step 1 the decoded image already follows the input (its
+    spread over a batch of different crops is a good part of the input's), where PyTorch's default
+    init decodes nearly the same flat image for every input -- the start that made fresh VAEs
+    learn a palette of a few bright colours (toyworld/README.md)."""
+    from boxdirector.toyworld import train_vae
+
+    x = train_vae.crops(list(range(8)), 1, 32, torch.Generator().manual_seed(0))
+
+    def spread(identity: bool) -> float:
+        vae = train_vae.fresh_vae(8, seed=4, identity=identity)
+        with torch.no_grad():
+            mu, _ = train_vae.encode_stats(vae, x)
+            return (vae.decode(mu).std(0).mean() / x.std(0).mean()).item()
+
+    fresh, default = spread(True), spread(False)
+    assert fresh > 0.4 and fresh > 4 * default, (fresh, default)

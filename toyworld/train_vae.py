@@ -47,6 +47,19 @@ def build_vae(dim: int = VAE_DIM):
                                     attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
 
 
+def fresh_vae(dim: int = VAE_DIM, seed: int = 0, identity: bool = False):
+    """A newly initialised VAE: seeded default init with the temporal parts holding the frame;
+    ``identity`` (``--identity-init``) also makes it signal-preserving with residual branches at zero."""
+    vae = build_vae(dim)
+    init_weights(vae, seed)
+    if identity:
+        init_signal_preserving(vae, seed)
+    init_temporal_identity(vae)
+    if identity:
+        init_residual_identity(vae)
+    return vae
+
+
 def init_temporal_identity(vae) -> None:
     """Start the temporal parts as "hold the frame": every causal 3x3x3 conv looks only at the
     current frame (earlier taps zero), the encoder's temporal downsamplers keep the latest frame of
@@ -267,13 +280,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    vae = build_vae(args.dim)
-    init_weights(vae, args.seed)
-    if args.identity_init:
-        init_signal_preserving(vae, args.seed)
-    init_temporal_identity(vae)
-    if args.identity_init:
-        init_residual_identity(vae)
+    vae = fresh_vae(args.dim, args.seed, args.identity_init)
     if args.init:
         import safetensors.torch
 
