@@ -185,7 +185,8 @@ def main(argv=None) -> dict:
                         "most of its signal on the background")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--pool-init", type=int, default=64, help="clips encoded before the first step")
-    p.add_argument("--encode-per-step", type=int, default=2)
+    p.add_argument("--encode-per-step", type=float, default=2,
+                   help="new clips encoded into the pool per step; fractions spread them (0.5: one every other step)")
     p.add_argument("--max-clips", type=int, default=6000)
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2)
@@ -250,7 +251,7 @@ def main(argv=None) -> dict:
         for grp in opt.param_groups:
             grp["lr"] = lr
         if args.encode_per_step:
-            pool.grow(args.encode_per_step)
+            pool.grow(int((step + 1) * args.encode_per_step) - int(step * args.encode_per_step))
         idx = torch.randint(0, len(pool), (args.batch,), generator=g).tolist()
         x0 = torch.stack([pool.latents[i] for i in idx]).float()
         drop = torch.rand(args.batch, generator=g) < args.cfg_drop
