@@ -294,3 +294,29 @@ def test_identity_init_lets_the_input_reach_the_decoded_image(comfy):
 
     fresh, default = spread(True), spread(False)
     assert fresh > 0.4 and fresh > 4 * default, (fresh, default)
+
+
+def test_latent_noise_is_relative_to_mu_and_minus_one_samples_the_posterior():
+    """``train_vae --latent-noise``: S >= 0 adds noise of S times mu's spread (0: mu itself), the
+    posterior's sigma ignored; -1 keeps the posterior sample mu + exp(log_var / 2) * eps."""
+    from boxdirector.toyworld import train_vae
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(2, 16, 2, 6, 6, generator=g) * 3
+    log_var = torch.full_like(mu, 2.0)
+    eps = torch.randn(mu.shape, generator=g)
+    assert torch.equal(train_vae.decoder_input(mu, log_var, 0.0, eps), mu)
+    got = train_vae.decoder_input(mu, log_var, 0.05, eps) - mu
+    assert torch.allclose(got, 0.05 * mu.std() * eps, atol=1e-5)
+    assert torch.allclose(train_vae.decoder_input(mu, log_var, -1.0, eps), mu + math.e * eps)
+
+
+def test_fractional_encode_per_step_spreads_the_clips():
+    """``train_dit --encode-per-step``: 0.5 encodes one clip every other step, 2 two per step, and
+    after n steps exactly floor(n * rate) clips were encoded."""
+    from boxdirector.toyworld import train_dit
+
+    assert [train_dit.clips_due(s, 0.5) for s in range(6)] == [0, 1, 0, 1, 0, 1]
+    assert [train_dit.clips_due(s, 2) for s in range(3)] == [2, 2, 2]
+    for rate in (0.3, 0.5, 1.25):
+        assert sum(train_dit.clips_due(s, rate) for s in range(40)) == int(40 * rate)

@@ -113,6 +113,12 @@ def object_masks(seeds, latent_frames: int = 5, cells: int = data.SIZE // 8) -> 
     return out
 
 
+def clips_due(step: int, rate: float) -> int:
+    """Clips to encode before training step ``step`` at ``rate`` clips per step (``--encode-per-step``):
+    a fractional rate spreads them, and after n steps exactly floor(n * rate) were encoded."""
+    return int((step + 1) * rate) - int(step * rate)
+
+
 class LatentPool:
     """Clips of seeds 0, 1, 2, ... encoded with one VAE and normalised with process_in; cached."""
 
@@ -251,7 +257,7 @@ def main(argv=None) -> dict:
         for grp in opt.param_groups:
             grp["lr"] = lr
         if args.encode_per_step:
-            pool.grow(int((step + 1) * args.encode_per_step) - int(step * args.encode_per_step))
+            pool.grow(clips_due(step, args.encode_per_step))
         idx = torch.randint(0, len(pool), (args.batch,), generator=g).tolist()
         x0 = torch.stack([pool.latents[i] for i in idx]).float()
         drop = torch.rand(args.batch, generator=g) < args.cfg_drop
