@@ -320,3 +320,21 @@ def test_fractional_encode_per_step_spreads_the_clips():
     assert [train_dit.clips_due(s, 2) for s in range(3)] == [2, 2, 2]
     for rate in (0.3, 0.5, 1.25):
         assert sum(train_dit.clips_due(s, rate) for s in range(40)) == int(40 * rate)
+
+
+def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
+    """``sanity.score_video``'s area: the share of the frame the prompted colour's largest blob
+    covers (mean over the scored frames). It is how oversized blobs show up in the figures, so it
+    must match the object's real size on ground truth and be 0 where the colour is absent."""
+    from boxdirector.toyworld import sanity
+
+    c = data.make_clip(5003, n_objects=1)
+    colour = data.COLORS[c.colors[0]]
+    true = sum(data.color_presence(c.video[f], colour, 0.3).float().mean().item() for f in (0, 8, 16)) / 3
+    got = sanity.score_video(c.video, c.colors[0], c.shapes[0])["area"]
+    assert true > 0.005 and abs(got - true) <= 0.1 * true, (got, true)
+    other = (c.colors[0] + 1) % len(data.COLORS)
+    assert sanity.score_video(c.video, other, c.shapes[0])["area"] == 0.0
+    # A frame-filling blob of the colour is measured as (almost) the whole frame.
+    full = torch.tensor(data.COLOR_RGB[colour]).expand(data.FRAMES, data.SIZE, data.SIZE, 3).clone()
+    assert sanity.score_video(full, c.colors[0], c.shapes[0])["area"] > 0.99

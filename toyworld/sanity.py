@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,19 +79,31 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
 def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
     """Scores one generated single-object video against its prompt."""
     got_color, shares = classify_color(video)
-    shapes, centers = [], []
+    shapes, centers, areas = [], [], []
     for f in frames:
         f = min(f, video.shape[0] - 1)
         mask = largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
         s, fill = blob_shape(mask)
         shapes.append(s)
+        areas.append(mask.float().mean().item())
         if mask.any():
             ys, xs = torch.nonzero(mask, as_tuple=True)
             centers.append((xs.float().mean().item() / video.shape[2], ys.float().mean().item() / video.shape[1]))
     votes = [s for s in shapes if s is not None]
     got_shape = max(set(votes), key=votes.count) if votes else None
     return {"color_ok": got_color == color, "shape_ok": got_shape == shape, "got_color": got_color,
-            "got_shape": got_shape, "center": centers[len(centers) // 2] if centers else None}
+            "got_shape": got_shape, "center": centers[len(centers) // 2] if centers else None,
+            "area": sum(areas) / len(areas)}
+
+
+def data_areas(samples: int, seed0: int = 5000) -> list:
+    """``score_video``'s object area (share of the frame) on ground-truth one-object clips: what a
+    model that draws objects at the data's size scores."""
+    out = []
+    for i in range(samples):
+        c = data.make_clip(seed0 + i, n_objects=1)
+        out.append(score_video(c.video, c.colors[0], c.shapes[0])["area"])
+    return out
 
 
 def load_models(dit=WEIGHTS / "toy_wan_dit.safetensors", vae=WEIGHTS / "toy_wan_vae.safetensors", shift=None):
@@ -195,15 +208,19 @@ def main(argv=None) -> dict:
     centers = torch.tensor([r["center"] for r in results if r["center"] is not None])
     spread = centers.std(0).tolist() if len(centers) > 1 else [0.0, 0.0]
     cells = {(min(2, int(x * 3)), min(2, int(y * 3))) for x, y in centers.tolist()}
+    area = statistics.median(r["area"] for r in results)
+    area_data = statistics.median(data_areas(n))
     print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
           f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
+          f"object area (median share of the frame) {area:.3f}, ground-truth clips {area_data:.3f}  "
           f"({time.time() - t0:.0f}s)", flush=True)
     if args.save:
         from PIL import Image
 
         grid = torch.cat(rows, 0)
         Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
-    return {"colour": col, "shape": shp, "both": both, "spread": spread, "cells": len(cells), "results": results}
+    return {"colour": col, "shape": shp, "both": both, "spread": spread, "cells": len(cells), "area": area,
+            "area_data": area_data, "results": results}
 
 
 if __name__ == "__main__":
