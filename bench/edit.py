@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--cfg", type=float, default=None, help="default: the toy world's (toyworld.sanity.DEFAULTS)")
     p.add_argument("--refine", type=int, default=5, help="refine_iterations")
     p.add_argument("--inversion-iterations", type=int, default=3)
     p.add_argument("--rad-strength", type=float, default=1.0, help="rad_strength of the RAD-on runs")
@@ -109,6 +109,8 @@ def main(argv=None) -> dict:
     from boxdirector.nodes import reattention_edit as rea
     from boxdirector.toyworld import data, sanity
 
+    if args.cfg is None:
+        args.cfg = sanity.DEFAULTS["cfg"]
     nodes, model, vae, clip = sanity.load_models(shift=sanity.DEFAULTS["shift"])
     enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]
     pos, neg, src_text = enc("a blue square"), enc(""), enc("a red circle")

@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--length", type=int, default=3 * (data.FRAMES - 1) + 1, help="pixel frames (3x native: 49)")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", type=float, default=5.0)
+    ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
     ap.add_argument("--box-end", type=float, default=0.3)
     ap.add_argument("--overlap", type=int, default=1)
     ap.add_argument("--no-cross", dest="cross", action="store_false",

@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
                                     prompt=prompt, **{**q.PATCH_DEFAULTS, "mask_normalization": True}).result
             ratios.clear()
             for seed in range(args.seeds):
-                sanity.generate(nodes, m, vae, clip, prompt, seed, steps=20, cfg=5.0)
+                sanity.generate(nodes, m, vae, clip, prompt, seed, steps=20, cfg=sanity.DEFAULTS["cfg"])
             out[prompt] = {"calls": len(ratios), "mean": statistics.mean(ratios), "min": min(ratios),
                            "max": max(ratios)}
     print(f"{'prompt':34s}{'calls':>6s}{'masked/unmasked spread':>24s}{'min':>7s}{'max':>7s}")

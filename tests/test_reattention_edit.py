@@ -49,7 +49,8 @@ def red_circle_clip():
 def toy_source(toy):
     nodes, _model, vae, _clip = toy
     c = red_circle_clip()
-    (latent,) = nodes.VAEEncode().encode(vae, c.video)
+    with torch.no_grad():   # as ComfyUI runs nodes: the source latent carries no autograd graph
+        (latent,) = nodes.VAEEncode().encode(vae, c.video)
     visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
     regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
     return c, latent, regions

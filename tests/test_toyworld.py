@@ -159,37 +159,36 @@ def test_vae_loads_and_round_trips(comfy):
     assert (want & got).sum() >= 0.3 * want.sum()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known ceiling of the shipped VAE: it decodes green as grey (0/13) and reaches colour "
-    "~78 % / shape ~72 % on single frames; see toyworld/README.md, 'What the VAE's ceiling is'. "
-    "Strict, so a VAE that fixes it turns this red and the marker must go.",
-)
 def test_vae_draws_every_toy_colour_and_shape(comfy):
     """The VAE is the ceiling of everything generated: a colour or shape it cannot round-trip can
     never be generated. (The session-2 VAE decoded green as dark grey and every green prompt
-    failed.) 30 single ground-truth frames, scored by the sanity classifiers."""
+    failed; the second generation, trained from `--identity-init`, scores colour 100 % and shape
+    98 % on 60 frames.) 30 single ground-truth frames, scored by the sanity classifiers; every
+    colour must come back with its shape in at least three of four frames."""
     from boxdirector.toyworld import sanity
 
     r = sanity.vae_roundtrip(samples=30)
-    assert r["colour"] >= 0.9 and r["shape"] >= 0.75, r
-    assert all(int(v.split("/")[0]) >= 1 for v in r["per_colour"].values()), r
+    assert r["colour"] >= 0.95 and r["shape"] >= 0.9, r
+    for colour, hits in r["per_colour"].items():
+        got, of = map(int, hits.split("/"))
+        assert got >= 0.75 * of, (colour, r)
 
 
 def test_smoke_sample_draws_the_prompted_colour(toy_models):
-    """End to end through ComfyUI (CLIPTextEncode, KSampler, VAEDecode). The shipped DiT is
-    under-trained (see toyworld/README.md, sanity figures): red, blue and white come out reliably,
-    green and yellow do not yet, so only those three are checked here."""
+    """End to end through ComfyUI (CLIPTextEncode, KSampler, VAEDecode), one sample per toy colour.
+    The shipped second-generation pair draws the prompted colour in every sanity sample (45 of 45
+    at cfg 2, 3 and 5); the first generation never drew green. Shapes are still unreliable (see
+    toyworld/README.md), so only colours are checked."""
     from boxdirector.toyworld import sanity
 
     nodes, model, vae, clip = toy_models
     hits = 0
-    for seed, (color, shape) in enumerate([(0, 0), (2, 1), (4, 2)]):
-        video = sanity.generate(nodes, model, vae, clip, data.caption_for([color], [shape]), seed=1000 + seed)
+    for color in range(len(data.COLORS)):
+        video = sanity.generate(nodes, model, vae, clip, data.caption_for([color], [color % 3]), seed=1000 + color)
         assert video.shape == (data.FRAMES, data.SIZE, data.SIZE, 3)
         got, _ = sanity.classify_color(video)
         hits += got == color
-    assert hits >= 2
+    assert hits >= 4
 
 
 # --- shortened training runs: the loss falls -----------------------------------------------------

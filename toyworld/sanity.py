@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "toyworld" / "weights"
 
 # Sampling settings that work for the toy model (see the report / README of toyworld).
-DEFAULTS = {"steps": 20, "cfg": 5.0, "sampler": "euler", "scheduler": "simple", "shift": 3.0}
+DEFAULTS = {"steps": 20, "cfg": 3.0, "sampler": "euler", "scheduler": "simple", "shift": 3.0}
 
 
 def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.002):
@@ -126,7 +126,7 @@ def load_models(dit=WEIGHTS / "toy_wan_dit.safetensors", vae=WEIGHTS / "toy_wan_
     return nodes, model, vae_model, make_clip()
 
 
-def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=5.0, sampler="euler",
+def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=DEFAULTS["cfg"], sampler="euler",
              scheduler="simple", negative: str = "") -> torch.Tensor:
     """One clip through CLIPTextEncode + KSampler + VAEDecode -> [F, H, W, 3]."""
     (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
