@@ -118,8 +118,9 @@ def main(argv=None) -> dict:
     rows = []
     for seed in seeds:
         c = data.make_clip(seed, n_objects=1)
-        (latent,) = nodes.VAEEncode().encode(vae, c.video)
-        (ref,) = nodes.VAEDecode().decode(vae, latent)
+        with torch.no_grad():   # as ComfyUI runs nodes: no autograd graph on the source or its round trip
+            (latent,) = nodes.VAEEncode().encode(vae, c.video)
+            (ref,) = nodes.VAEDecode().decode(vae, latent)
         ref = ref.reshape(-1, 128, 128, 3)
         visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
         regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
@@ -128,7 +129,8 @@ def main(argv=None) -> dict:
                                    source_conditioning=src_text, steps=args.steps, cfg=args.cfg, rad_strength=rad,
                                    refine_iterations=args.refine, seed=seed,
                                    inversion_iterations=args.inversion_iterations)
-            (img,) = nodes.VAEDecode().decode(vae, out)
+            with torch.no_grad():
+                (img,) = nodes.VAEDecode().decode(vae, out)
             img = img.reshape(-1, 128, 128, 3)
             plan = rea.EditPlan(masks=regions.masks, layout="wan21", objects=(), columns=(), state=rea.CaptureState())
             bg = background_mask(plan.latent_region(latent["samples"].shape), img.shape[0], 128)
