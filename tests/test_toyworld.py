@@ -240,6 +240,31 @@ def test_vae_reinit_restarts_a_block_as_the_identity(comfy):
     assert not torch.equal(block.residual[2].weight, before)
 
 
+def test_dit_grown_deeper_computes_what_the_shallow_one_did(comfy):
+    """``train_dit --init F --layers N``: a 2-block DiT deepened to 3 blocks gives the same output
+    (the copied block starts as the identity), and a copy still gets gradients to learn with."""
+    from boxdirector.toyworld import train_dit
+
+    torch.manual_seed(0)
+    small = train_dit.build_dit(train_dit.dit_config(dim=128, layers=2, ffn=64))
+    train_dit.init_dit(small, 0)
+    sd = small.state_dict()
+    for v in sd.values():  # the head starts at zero; make every block matter to the output
+        v.add_(0.05 * torch.randn_like(v))
+    deep = train_dit.build_dit(train_dit.dit_config(dim=128, layers=3, ffn=64))
+    deep.load_state_dict(train_dit.grow_state_dict(sd, 3))
+    small.load_state_dict(sd)
+    x, t, ctx = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 4, text.WIDTH)
+    a = small(x, t, ctx)
+    b = deep(x, t, ctx)
+    assert a.abs().mean() > 1e-3
+    torch.testing.assert_close(b, a)
+    b.square().mean().backward()
+    assert deep.blocks[1].self_attn.o.weight.grad.abs().sum() > 0  # the copy (of block 0) learns
+    with pytest.raises(ValueError, match="--layers 1"):
+        train_dit.grow_state_dict(sd, 1)
+
+
 def test_channel_shuffle_permutes_rgb_of_the_same_crop():
     """``train_vae --channel-shuffle``: a shuffled crop is the same window with its RGB channels
     permuted (green objects become as common as red ones), and 0 leaves crops untouched."""

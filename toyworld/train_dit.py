@@ -77,6 +77,35 @@ def init_dit(model, seed: int) -> None:
         model.head.head.bias.zero_()
 
 
+def grow_state_dict(sd: dict, layers: int) -> dict:
+    """A trained DiT's state dict deepened to ``layers`` blocks without changing what it computes.
+
+    New block k is a copy of old block floor(k * old / new), so it starts with that block's
+    trained attention and FFN features; a copy placed right after its original has its three
+    residual outputs (self-attention ``o``, cross-attention ``o``, the FFN's second linear) zeroed,
+    which makes it the identity at the start of training. Training the deeper model therefore
+    begins exactly where the shallower one stopped (progressive depth growth, as in Net2Net /
+    stacked-BERT training), instead of from scratch."""
+    old = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    if layers < old:
+        raise ValueError(f"--layers {layers} is fewer than the {old} blocks in --init")
+    out = {k: v for k, v in sd.items() if not k.startswith("blocks.")}
+    prev = None
+    for k in range(layers):
+        src = k * old // layers
+        fresh = src == prev
+        prev = src
+        for name, v in sd.items():
+            if name.startswith(f"blocks.{src}."):
+                rest = name[len(f"blocks.{src}."):]
+                v = v.clone()
+                if fresh and rest.split(".")[0] in ("self_attn", "cross_attn", "ffn") and \
+                        rest.rsplit(".", 2)[-2] in ("o", "2"):
+                    v.zero_()
+                out[f"blocks.{k}.{rest}"] = v
+    return out
+
+
 def load_vae(path: Path = DEFAULT_VAE):
     """The toy VAE as plain module (same class and config that comfy.sd.VAE builds)."""
     import safetensors.torch
@@ -178,7 +207,8 @@ def main(argv=None) -> dict:
     p.add_argument("--init", type=Path, default=None, help="continue from this exported DiT (e.g. the shipped one)")
     p.add_argument("--device", default="cpu", help="torch device for the training (cuda where there is one)")
     p.add_argument("--dim", type=int, default=DIM)
-    p.add_argument("--layers", type=int, default=LAYERS)
+    p.add_argument("--layers", type=int, default=LAYERS,
+                   help="blocks; more than --init has deepens it (new blocks start as the identity)")
     p.add_argument("--ffn", type=int, default=FFN)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
@@ -209,7 +239,8 @@ def main(argv=None) -> dict:
     if args.init:
         import safetensors.torch
 
-        model.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()})
+        sd = {k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()}
+        model.load_state_dict(grow_state_dict(sd, args.layers))
     dev = torch.device(args.device)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
