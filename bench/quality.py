@@ -76,6 +76,7 @@ METHODS = {
     "masked end=0.5": ({"end_percent": 0.5}, None),
     "masked blocks=first half": ({"blocks": "0%-50%"}, None),
     "masked blocks=second half": ({"blocks": "50%-100%"}, None),
+    "masked blocks=first half end=0.5": ({"blocks": "0%-50%", "end_percent": 0.5}, None),
     "masked union": ({"word_binding": "union"}, None),
     "masked +norm": ({"mask_normalization": True}, None),
     "intrinsic": (None, {}),                                     # the node's defaults

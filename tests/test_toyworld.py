@@ -362,3 +362,14 @@ def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
     # A frame-filling blob of the colour is measured as (almost) the whole frame.
     full = torch.tensor(data.COLOR_RGB[colour]).expand(data.FRAMES, data.SIZE, data.SIZE, 3).clone()
     assert sanity.score_video(full, c.colors[0], c.shapes[0])["area"] > 0.99
+
+
+def test_sanity_redraw_scores_ground_truth_re_drawn_by_the_model(toy_models):
+    """``sanity --redraw``: denoise 0 is the VAE's round trip of ground truth (the shipped VAE keeps
+    colour and shape), and re-drawing from the start of the schedule is a fresh sample of the
+    caption, still scored against it (colour at least, which the shipped DiT draws)."""
+    from boxdirector.toyworld import sanity
+
+    r = sanity.redraw(*toy_models, [0.0, 1.0], samples=2, steps=4)
+    assert r[0.0] == (1.0, 1.0), r
+    assert r[1.0][0] == 1.0, r
