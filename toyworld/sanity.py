@@ -173,7 +173,7 @@ def redraw(nodes, model, vae, clip, denoise: list, samples: int = 12, seed0: int
     """Where in the noise schedule the model loses shapes: ground-truth one-object clips are
     encoded, re-noised to a part of the schedule and sampled back (KSampler's ``denoise``, as in
     SDEdit) under their own caption, then scored like ``main``'s samples. denoise 0 is the VAE's
-    round trip; with the toy sampling (shift 3, simple) denoise d restarts at sigma 3d / (1 + 2d),
+    round trip; with the toy sampling (shift 3, simple) denoise d restarts at about sigma 3d / (1 + 2d),
     e.g. 0.1 -> 0.25, 0.3 -> 0.56. A model that keeps shapes from low sigma but redraws them wrong
     from mid sigma has learnt colour and layout but not the shape words' detail.
     Returns {denoise: (colour share, shape share)}."""
