@@ -127,12 +127,18 @@ def load_models(dit=WEIGHTS / "toy_wan_dit.safetensors", vae=WEIGHTS / "toy_wan_
 
 
 def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=DEFAULTS["cfg"], sampler="euler",
-             scheduler="simple", negative: str = "") -> torch.Tensor:
-    """One clip through CLIPTextEncode + KSampler + VAEDecode -> [F, H, W, 3]."""
-    (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
-    (neg,) = nodes.CLIPTextEncode().encode(clip, negative)
-    latent = {"samples": torch.zeros(1, 16, 5, data.SIZE // 8, data.SIZE // 8)}
-    (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, pos, neg, latent)
+             scheduler="simple", negative: str = "", latent: dict | None = None,
+             denoise: float = 1.0) -> torch.Tensor:
+    """One clip through CLIPTextEncode + KSampler + VAEDecode -> [F, H, W, 3]. ``latent`` (default:
+    an empty one) and ``denoise`` are KSampler's; denoise 0 only decodes ``latent``."""
+    if latent is None:
+        latent = {"samples": torch.zeros(1, 16, 5, data.SIZE // 8, data.SIZE // 8)}
+    out = latent
+    if denoise > 0:
+        (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
+        (neg,) = nodes.CLIPTextEncode().encode(clip, negative)
+        (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, pos, neg, latent,
+                                       denoise=denoise)
     (images,) = nodes.VAEDecode().decode(vae, out)
     return images.reshape(-1, *images.shape[-3:])
 
@@ -180,16 +186,10 @@ def redraw(nodes, model, vae, clip, denoise: list, samples: int = 12, seed0: int
     hits = {d: [0, 0] for d in denoise}
     for i in range(samples):
         c = data.make_clip(seed0 + i, n_objects=1)
-        latent = vae.encode(c.video)
-        (pos,) = nodes.CLIPTextEncode().encode(clip, c.caption)
-        (neg,) = nodes.CLIPTextEncode().encode(clip, "")
+        latent = {"samples": vae.encode(c.video)}
         for d in denoise:
-            out = {"samples": latent}
-            if d > 0:
-                (out,) = nodes.common_ksampler(model, 100 + i, steps, cfg, "euler", "simple", pos, neg,
-                                               {"samples": latent}, denoise=d)
-            (images,) = nodes.VAEDecode().decode(vae, out)
-            r = score_video(images.reshape(-1, *images.shape[-3:]), c.colors[0], c.shapes[0])
+            video = generate(nodes, model, vae, clip, c.caption, 100 + i, steps, cfg, latent=latent, denoise=d)
+            r = score_video(video, c.colors[0], c.shapes[0])
             hits[d][0] += r["color_ok"]
             hits[d][1] += r["shape_ok"]
     return {d: (a / samples, b / samples) for d, (a, b) in hits.items()}
