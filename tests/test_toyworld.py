@@ -346,6 +346,28 @@ def test_fractional_encode_per_step_spreads_the_clips():
         assert sum(train_dit.clips_due(s, rate) for s in range(40)) == int(40 * rate)
 
 
+def test_mid_noise_moves_training_samples_to_the_middle_of_the_schedule():
+    """``train_dit --mid-noise``: a share of the noise levels comes from a logit-normal around
+    --mid-centre. Without it the draw is exactly the old shift(u) one (the shipped commands
+    reproduce); with it, more samples land where shapes are decided (sigma 0.2-0.65) and every
+    sigma stays inside (0, 1)."""
+    from boxdirector.toyworld import train_dit
+
+    def draw(mid, seed=3, n=20000):
+        return train_dit.sample_sigma(torch.Generator().manual_seed(seed), n, 3.0, mid)
+
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(draw(0.0), 3 * u / (1 + 2 * u))
+
+    def band(s):
+        return ((s > 0.2) & (s < 0.65)).float().mean().item()
+
+    plain, mid = draw(0.0), draw(0.7)
+    assert band(plain) < 0.35 and band(mid) > 0.55, (band(plain), band(mid))
+    assert 0 < mid.min() and mid.max() < 1
+    assert (mid > 0.8).float().mean() > 0.08  # high noise (layout) is still trained
+
+
 def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
     """``sanity.score_video``'s area: the share of the frame the prompted colour's largest blob
     covers (mean over the scored frames). It is how oversized blobs show up in the figures, so it
