@@ -395,3 +395,29 @@ def test_sanity_redraw_scores_ground_truth_re_drawn_by_the_model(toy_models):
     r = sanity.redraw(*toy_models, [0.0, 1.0], samples=2, steps=4)
     assert r[0.0] == (1.0, 1.0), r
     assert r[1.0][0] == 1.0, r
+
+
+def test_fill_ratio_orders_the_true_shapes():
+    """``sanity.fill_ratio`` (what ``--contrast`` compares): on ground-truth clips a square fills
+    its box, a circle ~pi/4 of it, a triangle about half."""
+    from boxdirector.toyworld import sanity
+
+    got = {s: [] for s in data.SHAPES}
+    for seed in range(5000, 5030):
+        c = data.make_clip(seed, n_objects=1)
+        got[data.SHAPES[c.shapes[0]]].append(sanity.fill_ratio(c.video, c.colors[0]))
+    assert all(f > 0.9 for f in got["square"]), got["square"]
+    assert all(0.7 < f < 0.88 for f in got["circle"]), got["circle"]
+    assert all(0.4 < f < 0.65 for f in got["triangle"]), got["triangle"]
+
+
+def test_shape_contrast_samples_each_shape_from_the_same_seed(toy_models):
+    """``sanity --contrast``: one seed drawn under each shape word; the fills are real measurements
+    of different drawings (the shape word reaches the model), each a ratio in 0..1."""
+    from boxdirector.toyworld import sanity
+
+    r = sanity.shape_contrast(*toy_models, samples=1, steps=4)
+    fills = [r["fills"][s][0] for s in data.SHAPES]
+    assert all(0.0 <= f <= 1.0 for f in fills), fills
+    assert len(set(fills)) > 1, fills
+    assert r["square_fuller"] in (0.0, 1.0)
