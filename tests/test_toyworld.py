@@ -421,3 +421,21 @@ def test_shape_contrast_samples_each_shape_from_the_same_seed(toy_models):
     assert all(0.0 <= f <= 1.0 for f in fills), fills
     assert len(set(fills)) > 1, fills
     assert r["square_fuller"] in (0.0, 1.0)
+
+
+def test_word_gap_is_zero_for_a_model_that_ignores_the_text(comfy):
+    """``sanity --word-gap`` measures what the shape word changes in the denoising loss: the
+    shipped DiT reads its caption (a non-zero gap), and the same DiT with every cross-attention
+    output zeroed cannot, so naming the wrong shape costs it exactly nothing."""
+    from boxdirector.toyworld import sanity, train_dit
+
+    model, vae = sanity.load_dit_module(), train_dit.load_vae()
+    gap = sanity.word_gap(model, vae, samples=2, sigmas=(0.45,))
+    assert set(gap) == {"square->circle", "circle->square"}
+    assert all(abs(row[0.45]) > 1e-4 for row in gap.values()), gap
+    with torch.no_grad():
+        for block in model.blocks:
+            block.cross_attn.o.weight.zero_()
+            block.cross_attn.o.bias.zero_()
+    deaf = sanity.word_gap(model, vae, samples=2, sigmas=(0.45,))
+    assert all(row[0.45] == 0.0 for row in deaf.values()), deaf
