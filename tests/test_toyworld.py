@@ -439,3 +439,24 @@ def test_word_gap_is_zero_for_a_model_that_ignores_the_text(comfy):
             block.cross_attn.o.bias.zero_()
     deaf = sanity.word_gap(model, vae, samples=2, sigmas=(0.45,))
     assert all(row[0.45] == 0.0 for row in deaf.values()), deaf
+
+
+def test_strict_shape_score_passes_true_shapes_and_rejects_a_blob():
+    """``score_video``'s ``shape_strict``: every ground-truth shape passes it, but a shapeless blob
+    whose fill ratio is merely nearer a circle's than a triangle's (what the toy DiT draws for
+    both "circle" and "square") passes only the loose ``shape_ok`` for a circle."""
+    from boxdirector.toyworld import sanity
+
+    for seed in range(5000, 5015):
+        c = data.make_clip(seed, n_objects=1)
+        r = sanity.score_video(c.video, c.colors[0], c.shapes[0])
+        assert r["shape_ok"] and r["shape_strict"], (seed, r)
+    # Two overlapping discs on a diagonal: a lumpy blob.
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    blob = ((xx - 60) ** 2 + (yy - 60) ** 2 < 15 ** 2) | ((xx - 72) ** 2 + (yy - 72) ** 2 < 11 ** 2)
+    video = torch.full((17, 128, 128, 3), 0.2)
+    video[:, blob] = torch.tensor(data.COLOR_RGB["red"])
+    red, circle = data.COLORS.index("red"), data.SHAPES.index("circle")
+    assert 0.65 < sanity.fill_ratio(video, red) < 0.7  # nearer 0.79 than 0.5, far from both
+    r = sanity.score_video(video, red, circle)
+    assert r["shape_ok"] and not r["shape_strict"], r

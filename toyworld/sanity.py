@@ -37,6 +37,13 @@ def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.00
     return (data.COLORS.index(best) if shares[best] >= min_frac else None), shares
 
 
+# Fill ratios of the true shapes (ground-truth clips: circle 0.77-0.82, square 0.97-1.0, triangle
+# 0.51-0.55) and how far a drawn shape may be from its own to count as that shape in the strict
+# score. The nearest-reference classification alone calls any lumpy blob (fill ~0.65) a circle.
+FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+STRICT_FILL_TOL = 0.08
+
+
 def blob_shape(mask: torch.Tensor):
     """mask [H, W] bool of one object -> (shape index or None, fill ratio = area / bbox area).
     Circle ~0.79, square ~1.0, triangle ~0.5."""
@@ -45,8 +52,7 @@ def blob_shape(mask: torch.Tensor):
     ys, xs = torch.nonzero(mask, as_tuple=True)
     bbox = (ys.max() - ys.min() + 1).item() * (xs.max() - xs.min() + 1).item()
     fill = mask.sum().item() / bbox
-    refs = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
-    best = min(refs, key=lambda k: abs(refs[k] - fill))
+    best = min(FILL, key=lambda k: abs(FILL[k] - fill))
     return data.SHAPES.index(best), fill
 
 
@@ -77,21 +83,26 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
 
 
 def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
-    """Scores one generated single-object video against its prompt."""
+    """Scores one generated single-object video against its prompt. ``shape_ok``: the shape most
+    of the scored frames' blobs are nearest to (by fill ratio) is the prompted one;
+    ``shape_strict``: more than half of the frames' blobs are the prompted shape *and* within
+    STRICT_FILL_TOL of its fill ratio (a lumpy blob is not a circle)."""
     got_color, shares = classify_color(video)
-    shapes, centers, areas = [], [], []
+    shapes, centers, areas, strict = [], [], [], []
     for f in frames:
         f = min(f, video.shape[0] - 1)
         mask = largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
         s, fill = blob_shape(mask)
         shapes.append(s)
+        strict.append(s == shape and abs(fill - FILL[data.SHAPES[shape]]) <= STRICT_FILL_TOL)
         areas.append(mask.float().mean().item())
         if mask.any():
             ys, xs = torch.nonzero(mask, as_tuple=True)
             centers.append((xs.float().mean().item() / video.shape[2], ys.float().mean().item() / video.shape[1]))
     votes = [s for s in shapes if s is not None]
     got_shape = max(set(votes), key=votes.count) if votes else None
-    return {"color_ok": got_color == color, "shape_ok": got_shape == shape, "got_color": got_color,
+    return {"color_ok": got_color == color, "shape_ok": got_shape == shape,
+            "shape_strict": 2 * sum(strict) > len(strict), "got_color": got_color,
             "got_shape": got_shape, "center": centers[len(centers) // 2] if centers else None,
             "area": sum(areas) / len(areas)}
 
@@ -333,12 +344,14 @@ def main(argv=None) -> dict:
     col = sum(r["color_ok"] for r in results) / n
     shp = sum(r["shape_ok"] for r in results) / n
     both = sum(r["color_ok"] and r["shape_ok"] for r in results) / n
+    strict = sum(r["color_ok"] and r["shape_strict"] for r in results) / n
     centers = torch.tensor([r["center"] for r in results if r["center"] is not None])
     spread = centers.std(0).tolist() if len(centers) > 1 else [0.0, 0.0]
     cells = {(min(2, int(x * 3)), min(2, int(y * 3))) for x, y in centers.tolist()}
     area = statistics.median(r["area"] for r in results)
     area_data = statistics.median(data_areas(n))
     print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
+          f"both, strict shape (fill within {STRICT_FILL_TOL} of the true shape's) {strict:.0%}  "
           f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
           f"object area (median share of the frame) {area:.3f}, ground-truth clips {area_data:.3f}  "
           f"({time.time() - t0:.0f}s)", flush=True)
@@ -347,7 +360,7 @@ def main(argv=None) -> dict:
 
         grid = torch.cat(rows, 0)
         Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
-    return {"colour": col, "shape": shp, "both": both, "spread": spread, "cells": len(cells), "area": area,
+    return {"colour": col, "shape": shp, "both": both, "strict": strict, "spread": spread, "cells": len(cells), "area": area,
             "area_data": area_data, "results": results}
 
 
