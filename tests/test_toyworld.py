@@ -368,6 +368,18 @@ def test_mid_noise_moves_training_samples_to_the_middle_of_the_schedule():
     assert (mid > 0.8).float().mean() > 0.08  # high noise (layout) is still trained
 
 
+@pytest.mark.parametrize("flag,value", [("--mid-noise", "1.5"), ("--mid-centre", "1"), ("--mid-spread", "0")])
+def test_mid_noise_options_reject_values_outside_their_range(flag, value, capsys):
+    """A bad --mid-* value stops train_dit before any work, naming the option and the valid range,
+    instead of a math domain error or a silently degenerate noise density."""
+    from boxdirector.toyworld import train_dit
+
+    with pytest.raises(SystemExit):
+        train_dit.main([flag, value, "--steps", "1"])
+    err = capsys.readouterr().err
+    assert flag in err and "give a" in err, err
+
+
 def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
     """``sanity.score_video``'s area: the share of the frame the prompted colour's largest blob
     covers (mean over the scored frames). It is how oversized blobs show up in the figures, so it

@@ -82,6 +82,12 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def object_mask(video: torch.Tensor, frame: int, color: int) -> torch.Tensor:
+    """[H, W] bool: the colour's largest blob in ``frame`` (clamped to the video's length)."""
+    f = min(frame, video.shape[0] - 1)
+    return largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
+
+
 def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
     """Scores one generated single-object video against its prompt. ``shape_ok``: the shape most
     of the scored frames' blobs are nearest to (by fill ratio) is the prompted one;
@@ -90,8 +96,7 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
     got_color, shares = classify_color(video)
     shapes, centers, areas, strict = [], [], [], []
     for f in frames:
-        f = min(f, video.shape[0] - 1)
-        mask = largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
+        mask = object_mask(video, f, color)
         s, fill = blob_shape(mask)
         shapes.append(s)
         strict.append(s == shape and abs(fill - FILL[data.SHAPES[shape]]) <= STRICT_FILL_TOL)
@@ -209,8 +214,7 @@ def redraw(nodes, model, vae, clip, denoise: list, samples: int = 12, seed0: int
 def fill_ratio(video: torch.Tensor, color: int, frames=(0, 8, 16)) -> float:
     """Mean fill ratio (area / bounding-box area) of the colour's largest blob over ``frames``,
     the number ``blob_shape`` classifies by (circle ~0.79, square ~1.0, triangle ~0.5)."""
-    fills = [blob_shape(largest_component(data.color_presence(video[min(f, video.shape[0] - 1)],
-                                                               data.COLORS[color], 0.3)))[1] for f in frames]
+    fills = [blob_shape(object_mask(video, f, color))[1] for f in frames]
     return sum(fills) / len(fills)
 
 
@@ -238,8 +242,7 @@ def load_dit_module(path=WEIGHTS / "toy_wan_dit.safetensors"):
     from . import train_dit
 
     sd = {k: v.float() for k, v in safetensors.torch.load_file(str(path)).items()}
-    layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    model = train_dit.build_dit(train_dit.dit_config(sd["head.head.weight"].shape[1], layers,
+    model = train_dit.build_dit(train_dit.dit_config(sd["head.head.weight"].shape[1], train_dit.block_count(sd),
                                                      sd["blocks.0.ffn.0.weight"].shape[0]))
     model.load_state_dict(sd)
     return model.eval()
@@ -360,8 +363,8 @@ def main(argv=None) -> dict:
 
         grid = torch.cat(rows, 0)
         Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
-    return {"colour": col, "shape": shp, "both": both, "strict": strict, "spread": spread, "cells": len(cells), "area": area,
-            "area_data": area_data, "results": results}
+    return {"colour": col, "shape": shp, "both": both, "strict": strict, "spread": spread, "cells": len(cells),
+            "area": area, "area_data": area_data, "results": results}
 
 
 if __name__ == "__main__":

@@ -77,6 +77,11 @@ def init_dit(model, seed: int) -> None:
         model.head.head.bias.zero_()
 
 
+def block_count(sd: dict) -> int:
+    """Number of transformer blocks in a DiT state dict."""
+    return 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+
+
 def grow_state_dict(sd: dict, layers: int) -> dict:
     """A trained DiT's state dict deepened to ``layers`` blocks without changing what it computes.
 
@@ -86,7 +91,7 @@ def grow_state_dict(sd: dict, layers: int) -> dict:
     which makes it the identity at the start of training. Training the deeper model therefore
     begins exactly where the shallower one stopped (progressive depth growth, as in Net2Net /
     stacked-BERT training), instead of from scratch."""
-    old = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    old = block_count(sd)
     if layers < old:
         raise ValueError(f"--layers {layers} is fewer than the {old} blocks in --init")
     out = {k: v for k, v in sd.items() if not k.startswith("blocks.")}
@@ -257,6 +262,12 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=20)
     args = p.parse_args(argv)
+    if not 0 <= args.mid_noise <= 1:
+        p.error(f"--mid-noise is a share of the samples: give a value from 0 to 1, not {args.mid_noise}")
+    if not 0 < args.mid_centre < 1:
+        p.error(f"--mid-centre is a noise level: give a value strictly between 0 and 1, not {args.mid_centre}")
+    if not args.mid_spread > 0:
+        p.error(f"--mid-spread is a standard deviation in logit space: give a positive value, not {args.mid_spread}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
