@@ -56,6 +56,31 @@ def test_paths_move_and_spread():
     assert 10 <= moving < 30  # most move, some stand still
 
 
+def test_square_is_the_bounding_square_of_its_circle():
+    """A square of 'radius' r holds the circle of radius r and adds its four corners (about 27 % more
+    area), so the two differ by whole latent cells, not by slivers (data.SQUARE_HALF_SIDE); the
+    boxes of the two are the same."""
+    cx = cy = torch.tensor([64.0])
+    circle, square = (data._alpha(data.SHAPES.index(s), cx, cy, 20.0, 128)[0] for s in ("circle", "square"))
+    assert (square >= circle - 1e-6).all()
+    assert square.sum().item() == pytest.approx(40 * 40, rel=0.01)
+    assert square.sum().item() / circle.sum().item() == pytest.approx(4 / math.pi, rel=0.02)
+    boxes = [data._box(data.SHAPES.index(s), cx, cy, 20.0, 128) for s in ("circle", "square")]
+    assert torch.equal(*boxes)
+
+
+def test_latent_cache_is_keyed_by_the_data_version(monkeypatch, tmp_path):
+    """Encoded clips of one world are never reused for another: the cache file name changes with
+    data.DATA_VERSION (and with the VAE's bytes)."""
+    from boxdirector.toyworld import install, train_dit
+
+    vae = install.WEIGHTS / install.VAE_NAME
+    here = train_dit.LatentPool(vae, tmp_path, 1).path
+    assert here.parent == tmp_path and train_dit.LatentPool(vae, tmp_path, 1).path == here
+    monkeypatch.setattr(data, "DATA_VERSION", data.DATA_VERSION + 1)
+    assert train_dit.LatentPool(vae, tmp_path, 1).path != here
+
+
 # --- toy text encoder ----------------------------------------------------------------------------
 
 def test_tokenizer_layout():

@@ -7,7 +7,7 @@ Data: synthetic clips (toyworld.data, 17 x 128 x 128) encoded once with the ship
 ``comfy.latent_formats.Wan21().process_in(vae.encode(video))`` -- 16 x 5 x 16 x 16 latents,
 8 x 8 tokens per latent frame (patch 1 x 2 x 2), 320 tokens per clip. Encoding is interleaved with
 training (``--encode-per-step`` new clips per step, from a seed-ordered stream, into a growing pool)
-and cached under .cache/toyworld/, keyed by the VAE file's hash, so a rerun reuses it.
+and cached under .cache/toyworld/, keyed by the VAE file's hash and ``data.DATA_VERSION``, so a rerun reuses it.
 
 Objective: ComfyUI's WAN21 flow matching (``ModelSamplingDiscreteFlow``, CONST prediction):
 x_t = (1 - sigma) x_0 + sigma * noise, the model gets timestep = 1000 * sigma and predicts the
@@ -181,7 +181,8 @@ class LatentPool:
     def __init__(self, vae_path: Path, cache_dir: Path | None = CACHE, max_clips: int = 100000):
         self.vae = load_vae(vae_path)
         self.fmt = latent_format()
-        digest = hashlib.sha256(Path(vae_path).read_bytes()).hexdigest()[:12]
+        # keyed by the VAE's bytes and the world's version: a changed VAE or changed clips re-encode
+        digest = hashlib.sha256(Path(vae_path).read_bytes() + f"data{data.DATA_VERSION}".encode()).hexdigest()[:12]
         self.path = (Path(cache_dir) / f"latents-{digest}.pt") if cache_dir else None
         self.latents, self.captions = [], []
         self.max_clips = max_clips
