@@ -290,6 +290,35 @@ def test_dit_grown_deeper_computes_what_the_shallow_one_did(comfy):
         train_dit.grow_state_dict(sd, 1)
 
 
+def test_dit_widened_to_two_heads_computes_what_the_narrow_one_did(comfy):
+    """``train_dit --init F --dim 256 --ffn 2x``: a trained one-head DiT widened to two heads (what
+    ComfyUI reads from dim 256) gives the same output, its two heads start as equal copies whose
+    input weights differ, so training can pull them apart; a width that is no multiple is refused."""
+    from boxdirector.toyworld import install, train_dit
+
+    import safetensors.torch
+
+    sd = {k: v.float() for k, v in safetensors.torch.load_file(str(install.WEIGHTS / install.DIT_NAME)).items()}
+    layers = train_dit.block_count(sd)
+    narrow = train_dit.build_dit(train_dit.dit_config(128, layers, 512))
+    narrow.load_state_dict(sd)
+    wide_sd = train_dit.widen_state_dict(sd, 256, 1024, seed=3)
+    wide = train_dit.build_dit(train_dit.dit_config(256, layers, 1024))
+    wide.load_state_dict(wide_sd)
+    assert wide.num_heads == 2 and wide.blocks[0].self_attn.num_heads == 2
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 16, 2, 8, 8, generator=g), torch.tensor([300.0, 700.0])
+    ctx = text.ToyTextEncoder().encode_text(["a red square", "a blue circle and a white triangle"])
+    with torch.no_grad():
+        a, b = narrow(x, t, ctx), wide(x, t, ctx)
+    assert a.abs().mean() > 1e-2
+    torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-3)
+    o = wide_sd["blocks.0.self_attn.o.weight"]
+    assert not torch.equal(o[:, :128], o[:, 128:])  # the copies' input weights differ
+    torch.testing.assert_close(o[:128, :128] + o[:128, 128:], sd["blocks.0.self_attn.o.weight"])
+    with pytest.raises(ValueError, match="multiples"):
+        train_dit.widen_state_dict(sd, 192, 512)
+
 def test_channel_shuffle_permutes_rgb_of_the_same_crop():
     """``train_vae --channel-shuffle``: a shuffled crop is the same window with its RGB channels
     permuted (green objects become as common as red ones), and 0 leaves crops untouched."""

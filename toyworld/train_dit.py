@@ -111,6 +111,70 @@ def grow_state_dict(sd: dict, layers: int) -> dict:
     return out
 
 
+def widen_state_dict(sd: dict, dim: int, ffn: int, seed: int = 0, noise: float = 0.01) -> dict:
+    """A trained DiT's state dict widened to ``dim`` channels and ``ffn`` hidden units without
+    changing what it computes (Net2WiderNet, Chen et al. 2016).
+
+    Why: ComfyUI reads a Wan DiT's head count as dim // 128, so the dim-128 toy DiT has a single
+    attention head per block, which has to serve both an object's shape and its correspondence
+    across frames. Widening to 256 gives two heads and keeps everything the narrow model learnt.
+
+    Every feature vector x becomes [x, x, ...] (concatenated copies, so that each 128-channel head
+    of the wide model is one copy of the narrow model's head, RoPE layout included; LayerNorm and
+    RMSNorm of [x, x] equal those of x). A layer that reads widened features gets its input weights
+    split between the copies, W -> [W/k + e_1, ..., W/k + e_k] with the e_i summing to zero: the
+    output is exactly W x, while the copies differ (noise * the weight's std), so their gradients
+    differ and training can pull them apart. Hidden FFN units are copied the same way."""
+    old_dim, old_ffn = sd["head.head.weight"].shape[1], sd["blocks.0.ffn.0.weight"].shape[0]
+    if (dim, ffn) == (old_dim, old_ffn):
+        return sd
+    if dim % old_dim or ffn % old_ffn or dim < old_dim or ffn < old_ffn:
+        raise ValueError(f"--dim {dim} / --ffn {ffn} must be multiples of --init's {old_dim} / {old_ffn}")
+    kd, kf = dim // old_dim, ffn // old_ffn
+    g = torch.Generator().manual_seed(seed)
+
+    def copies(v, k, axis=0, chunks=1):
+        v = v.unflatten(axis, (chunks, v.shape[axis] // chunks))
+        return torch.cat([v] * k, axis + 1).flatten(axis, axis + 1)
+
+    def split(v, k, axis=1):
+        e = noise * v.std() * torch.randn((k, *v.shape), generator=g)
+        return torch.cat(list(v / k + e - e.mean(0)), axis)
+
+    out = {}
+    for name, v in sd.items():
+        parts = name.split(".")
+        if name in ("patch_embedding.weight", "patch_embedding.bias", "text_embedding.0.weight",
+                    "text_embedding.0.bias", "time_embedding.0.weight", "time_embedding.0.bias") \
+                or name.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight", "norm3.bias")) \
+                or (parts[-1] == "bias" and parts[-2] in ("q", "k", "v", "o")) \
+                or name in ("text_embedding.2.bias", "time_embedding.2.bias") or name.endswith("ffn.2.bias"):
+            v = copies(v, kd)
+        elif name.endswith("modulation"):
+            v = copies(v, kd, v.dim() - 1)
+        elif name == "time_projection.1.bias":
+            v = copies(v, kd, 0, chunks=6)
+        elif name == "time_projection.1.weight":
+            v = split(copies(v, kd, 0, chunks=6), kd)
+        elif name in ("text_embedding.2.weight", "time_embedding.2.weight") or \
+                (parts[-1] == "weight" and parts[-2] in ("q", "k", "v", "o")):
+            v = split(copies(v, kd), kd)
+        elif name == "head.head.weight":
+            v = split(v, kd)
+        elif name == "head.head.bias":
+            pass
+        elif name.endswith("ffn.0.weight"):
+            v = split(copies(v, kf), kd)
+        elif name.endswith("ffn.0.bias"):
+            v = copies(v, kf)
+        elif name.endswith("ffn.2.weight"):
+            v = split(copies(v, kd), kf)
+        else:
+            raise ValueError(f"widen_state_dict does not know how to widen {name}")
+        out[name] = v
+    return out
+
+
 def load_vae(path: Path = DEFAULT_VAE):
     """The toy VAE as plain module (same class and config that comfy.sd.VAE builds)."""
     import safetensors.torch
@@ -234,10 +298,11 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="continue from this exported DiT (e.g. the shipped one)")
     p.add_argument("--device", default="cpu", help="torch device for the training (cuda where there is one)")
-    p.add_argument("--dim", type=int, default=DIM)
+    p.add_argument("--dim", type=int, default=DIM,
+                   help="width (heads = dim // 128); a multiple of --init's widens it without changing its output")
     p.add_argument("--layers", type=int, default=LAYERS,
                    help="blocks; more than --init has deepens it (new blocks start as the identity)")
-    p.add_argument("--ffn", type=int, default=FFN)
+    p.add_argument("--ffn", type=int, default=FFN, help="FFN hidden units; a multiple of --init's widens it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=100)
@@ -279,6 +344,10 @@ def main(argv=None) -> dict:
         import safetensors.torch
 
         sd = {k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()}
+        try:
+            sd = widen_state_dict(sd, args.dim, args.ffn, args.seed)
+        except ValueError as e:
+            p.error(str(e))
         model.load_state_dict(grow_state_dict(sd, args.layers))
     dev = torch.device(args.device)
     model.to(dev).train()
