@@ -452,6 +452,32 @@ def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
     assert sanity.score_video(full, c.colors[0], c.shapes[0])["area"] > 0.99
 
 
+def test_sanity_steady_object_fails_an_object_that_splits_or_grows():
+    """``score_video``'s ``steady``: a rigid ground-truth object passes; the same object split in
+    two in one scored frame, grown twice as large in one, or missing from one does not."""
+    from boxdirector.toyworld import sanity
+
+    c = data.make_clip(5003, n_objects=1)
+    assert sanity.score_video(c.video, c.colors[0], c.shapes[0])["steady"]
+    rgb = torch.tensor(data.COLOR_RGB[data.COLORS[c.colors[0]]])
+    bg = c.video[0, 0, 0].clone()
+
+    def still(boxes_per_frame):
+        v = bg.expand(data.FRAMES, data.SIZE, data.SIZE, 3).clone()
+        for f in range(data.FRAMES):
+            for x0, y0, x1, y1 in boxes_per_frame(f):
+                v[f, y0:y1, x0:x1] = rgb
+        return v
+
+    square = [(40, 40, 70, 70)]
+    assert sanity.score_video(still(lambda f: square), c.colors[0], 1)["steady"]
+    split = still(lambda f: [(40, 40, 54, 70), (58, 40, 72, 70)] if f == 8 else square)  # two halves
+    grown = still(lambda f: [(35, 35, 78, 78)] if f == 16 else square)                  # ~2x the area
+    gone = still(lambda f: [] if f == 0 else square)
+    for v in (split, grown, gone):
+        assert not sanity.score_video(v, c.colors[0], 1)["steady"]
+
+
 def test_sanity_redraw_scores_ground_truth_re_drawn_by_the_model(toy_models):
     """``sanity --redraw``: denoise 0 is the VAE's round trip of ground truth (the shipped VAE keeps
     colour and shape), and re-drawing from the start of the schedule is a fresh sample of the

@@ -42,6 +42,11 @@ def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.00
 # score. The nearest-reference classification alone calls any lumpy blob (fill ~0.65) a circle.
 FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
 STRICT_FILL_TOL = 0.08
+# An object is "steady" when every scored frame holds it as one blob (its largest blob has at least
+# STEADY_SHARE of the colour's pixels) and its area varies at most STEADY_AREA_RATIO-fold: what a
+# rigid object does (ground-truth clips pass unless the object leaves the frame), and what a model
+# that lets objects split, merge and morph between frames does not.
+STEADY_SHARE, STEADY_AREA_RATIO = 0.9, 1.5
 
 
 def blob_shape(mask: torch.Tensor):
@@ -92,11 +97,14 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
     """Scores one generated single-object video against its prompt. ``shape_ok``: the shape most
     of the scored frames' blobs are nearest to (by fill ratio) is the prompted one;
     ``shape_strict``: more than half of the frames' blobs are the prompted shape *and* within
-    STRICT_FILL_TOL of its fill ratio (a lumpy blob is not a circle)."""
+    STRICT_FILL_TOL of its fill ratio (a lumpy blob is not a circle); ``steady``: one blob of a
+    steady size in every scored frame (STEADY_SHARE, STEADY_AREA_RATIO)."""
     got_color, shares = classify_color(video)
-    shapes, centers, areas, strict = [], [], [], []
+    shapes, centers, areas, strict, whole = [], [], [], [], []
     for f in frames:
         mask = object_mask(video, f, color)
+        present = data.color_presence(video[min(f, video.shape[0] - 1)], data.COLORS[color], 0.3).sum().item()
+        whole.append(present > 0 and mask.sum().item() >= STEADY_SHARE * present)
         s, fill = blob_shape(mask)
         shapes.append(s)
         strict.append(s == shape and abs(fill - FILL[data.SHAPES[shape]]) <= STRICT_FILL_TOL)
@@ -109,16 +117,17 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
     return {"color_ok": got_color == color, "shape_ok": got_shape == shape,
             "shape_strict": 2 * sum(strict) > len(strict), "got_color": got_color,
             "got_shape": got_shape, "center": centers[len(centers) // 2] if centers else None,
-            "area": sum(areas) / len(areas)}
+            "area": sum(areas) / len(areas),
+            "steady": all(whole) and min(areas) > 0 and max(areas) <= STEADY_AREA_RATIO * min(areas)}
 
 
-def data_areas(samples: int, seed0: int = 5000) -> list:
-    """``score_video``'s object area (share of the frame) on ground-truth one-object clips: what a
-    model that draws objects at the data's size scores."""
+def data_scores(samples: int, seed0: int = 5000) -> list:
+    """``score_video`` on ground-truth one-object clips: what a model that draws the data scores
+    (its object area; ``steady`` fails only where the object leaves the frame)."""
     out = []
     for i in range(samples):
         c = data.make_clip(seed0 + i, n_objects=1)
-        out.append(score_video(c.video, c.colors[0], c.shapes[0])["area"])
+        out.append(score_video(c.video, c.colors[0], c.shapes[0]))
     return out
 
 
@@ -352,11 +361,15 @@ def main(argv=None) -> dict:
     spread = centers.std(0).tolist() if len(centers) > 1 else [0.0, 0.0]
     cells = {(min(2, int(x * 3)), min(2, int(y * 3))) for x, y in centers.tolist()}
     area = statistics.median(r["area"] for r in results)
-    area_data = statistics.median(data_areas(n))
+    truth = data_scores(n)
+    area_data = statistics.median(r["area"] for r in truth)
+    steady = sum(r["steady"] for r in results) / n
+    steady_data = sum(r["steady"] for r in truth) / n
     print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
           f"both, strict shape (fill within {STRICT_FILL_TOL} of the true shape's) {strict:.0%}  "
           f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
           f"object area (median share of the frame) {area:.3f}, ground-truth clips {area_data:.3f}  "
+          f"one steady object in frames 0/8/16 {steady:.0%}, ground-truth clips {steady_data:.0%}  "
           f"({time.time() - t0:.0f}s)", flush=True)
     if args.save:
         from PIL import Image
@@ -364,7 +377,7 @@ def main(argv=None) -> dict:
         grid = torch.cat(rows, 0)
         Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
     return {"colour": col, "shape": shp, "both": both, "strict": strict, "spread": spread, "cells": len(cells),
-            "area": area, "area_data": area_data, "results": results}
+            "area": area, "area_data": area_data, "steady": steady, "steady_data": steady_data, "results": results}
 
 
 if __name__ == "__main__":
