@@ -434,6 +434,25 @@ def test_mid_noise_options_reject_values_outside_their_range(flag, value, capsys
     assert flag in err and "give a" in err, err
 
 
+def test_train_dit_widens_init_to_two_heads_and_refuses_widths_it_cannot_reach(tmp_path, capsys):
+    """``train_dit --init F --dim 256``: the run starts from the widened file and exports a two-head
+    DiT that UNETLoader's detection reads as WAN21 with 2 heads; a width that is no multiple of the
+    file's stops with a usage error naming --dim, not a state-dict shape traceback."""
+    from boxdirector.toyworld import install, train_dit
+
+    init, vae = str(install.WEIGHTS / install.DIT_NAME), str(install.WEIGHTS / install.VAE_NAME)
+    with pytest.raises(SystemExit):
+        train_dit.main(["--init", init, "--dim", "192", "--steps", "1", "--cache-dir", "", "--vae", vae])
+    assert "--dim 192" in capsys.readouterr().err
+    out = tmp_path / "wide.safetensors"
+    train_dit.main(["--init", init, "--dim", "256", "--steps", "1", "--batch", "2", "--pool-init", "2",
+                    "--encode-per-step", "0", "--cache-dir", "", "--vae", vae, "--out", str(out)])
+    import comfy.sd
+
+    model = comfy.sd.load_diffusion_model(str(out)).model.diffusion_model
+    assert model.dim == 256 and model.num_heads == 2
+
+
 def test_sanity_object_area_is_the_prompted_objects_share_of_the_frame():
     """``sanity.score_video``'s area: the share of the frame the prompted colour's largest blob
     covers (mean over the scored frames). It is how oversized blobs show up in the figures, so it

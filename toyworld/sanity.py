@@ -87,10 +87,14 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def colour_pixels(video: torch.Tensor, frame: int, color: int) -> torch.Tensor:
+    """[H, W] bool: the pixels of the colour in ``frame`` (clamped to the video's length)."""
+    return data.color_presence(video[min(frame, video.shape[0] - 1)], data.COLORS[color], 0.3)
+
+
 def object_mask(video: torch.Tensor, frame: int, color: int) -> torch.Tensor:
-    """[H, W] bool: the colour's largest blob in ``frame`` (clamped to the video's length)."""
-    f = min(frame, video.shape[0] - 1)
-    return largest_component(data.color_presence(video[f], data.COLORS[color], 0.3))
+    """[H, W] bool: the colour's largest blob in ``frame``."""
+    return largest_component(colour_pixels(video, frame, color))
 
 
 def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
@@ -102,8 +106,9 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
     got_color, shares = classify_color(video)
     shapes, centers, areas, strict, whole = [], [], [], [], []
     for f in frames:
-        mask = object_mask(video, f, color)
-        present = data.color_presence(video[min(f, video.shape[0] - 1)], data.COLORS[color], 0.3).sum().item()
+        pixels = colour_pixels(video, f, color)
+        mask = largest_component(pixels)
+        present = pixels.sum().item()
         whole.append(present > 0 and mask.sum().item() >= STEADY_SHARE * present)
         s, fill = blob_shape(mask)
         shapes.append(s)

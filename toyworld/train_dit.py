@@ -344,11 +344,11 @@ def main(argv=None) -> dict:
         import safetensors.torch
 
         sd = {k: v.float() for k, v in safetensors.torch.load_file(str(args.init)).items()}
-        try:
-            sd = widen_state_dict(sd, args.dim, args.ffn, args.seed)
+        try:  # a width or depth --init cannot grow to is a usage error, not a traceback
+            sd = grow_state_dict(widen_state_dict(sd, args.dim, args.ffn, args.seed), args.layers)
         except ValueError as e:
             p.error(str(e))
-        model.load_state_dict(grow_state_dict(sd, args.layers))
+        model.load_state_dict(sd)
     dev = torch.device(args.device)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
