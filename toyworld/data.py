@@ -39,7 +39,7 @@ DATA_VERSION = 2
 # one r then differed by slivers of 2-4 px, a fraction of one 8 x 8 latent cell, and the toy VAE's
 # latents of the two differed 5x less than a triangle's from a circle's (mean squared difference
 # summed over channels 0.65 vs 3.35; 1.33 at half-side r). The tiny DiT learnt the triangle word
-# and, after 12 000 steps, still drew the same blob for "circle" and "square"
+# and, after about 13 000 steps, still drew the same blob for "circle" and "square"
 # (toyworld/README.md, "What the model does not know").
 SQUARE_HALF_SIDE = 1.0
 
