@@ -38,10 +38,20 @@ def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.00
 
 
 # Fill ratios of the true shapes (ground-truth clips: circle 0.77-0.82, square 0.97-1.0, triangle
-# 0.51-0.55) and how far a drawn shape may be from its own to count as that shape in the strict
-# score. The nearest-reference classification alone calls any lumpy blob (fill ~0.65) a circle.
+# 0.51-0.55): the loose score classifies a blob by the nearest of these, which calls any lumpy blob
+# (fill ~0.65) a circle and a rounded one (~0.6) a triangle.
 FILL = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
-STRICT_FILL_TOL = 0.08
+# The strict score instead fits each ideal shape into the blob's bounding box (an ellipse, the box
+# itself, an upward triangle) and asks that the prompted shape fit best *and* at least as well as
+# the toy VAE draws that shape from true clips: the 5th percentile of the fit (IoU) over the frames
+# 0/8/16 of 90 ground-truth clips (seeds 9000-9089) encoded and decoded by the shipped VAE -- circle
+# 0.87, square 0.85, triangle 0.60 (medians 0.96, 0.95, 0.75: the VAE rounds a triangle's corners,
+# most of all when it moves). So a model that draws what the data holds passes about as often as
+# the VAE's own round trips do (tested), and a blob passes only if it is a shape. (Until session
+# 10 the strict score asked for a fill within 0.08 of the true shape's: the VAE's own round trips
+# of ground truth passed only 60 %, triangles 2 of 11, so that score could not reach 80 % for any
+# DiT.)
+SHAPE_FIT_MIN = {"circle": 0.87, "square": 0.85, "triangle": 0.60}
 # An object is "steady" when every scored frame holds it as one blob (its largest blob has at least
 # STEADY_SHARE of the colour's pixels) and its area varies at most STEADY_AREA_RATIO-fold: what a
 # rigid object does (ground-truth clips pass unless the object leaves the frame), and what a model
@@ -59,6 +69,23 @@ def blob_shape(mask: torch.Tensor):
     fill = mask.sum().item() / bbox
     best = min(FILL, key=lambda k: abs(FILL[k] - fill))
     return data.SHAPES.index(best), fill
+
+
+def shape_fit(mask: torch.Tensor) -> dict:
+    """mask [H, W] bool of one object -> {shape: IoU of the mask with that ideal shape drawn into the
+    mask's bounding box} (circle: the inscribed ellipse; square: the box; triangle: apex at the top
+    centre, base along the bottom edge, as the world draws it)."""
+    if not mask.any():
+        return {s: 0.0 for s in data.SHAPES}
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    y0, x0 = ys.min().item(), xs.min().item()
+    h, w = ys.max().item() + 1 - y0, xs.max().item() + 1 - x0
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    sub = mask[y0:y0 + h, x0:x0 + w]
+    ideal = {"circle": ((2 * xx / w - 1) ** 2 + (2 * yy / h - 1) ** 2) <= 1,
+             "square": torch.ones(h, w, dtype=torch.bool),
+             "triangle": (xx - w / 2).abs() <= (w / 2) * yy / h}
+    return {s: (sub & t).sum().item() / (sub | t).sum().item() for s, t in ideal.items()}
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
@@ -100,8 +127,8 @@ def object_mask(video: torch.Tensor, frame: int, color: int) -> torch.Tensor:
 def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) -> dict:
     """Scores one generated single-object video against its prompt. ``shape_ok``: the shape most
     of the scored frames' blobs are nearest to (by fill ratio) is the prompted one;
-    ``shape_strict``: more than half of the frames' blobs are the prompted shape *and* within
-    STRICT_FILL_TOL of its fill ratio (a lumpy blob is not a circle); ``steady``: one blob of a
+    ``shape_strict``: in more than half of the frames the prompted shape fits the blob best and at
+    least SHAPE_FIT_MIN well (``shape_fit``; a lumpy blob is not a circle); ``steady``: one blob of a
     steady size in every scored frame (STEADY_SHARE, STEADY_AREA_RATIO)."""
     got_color, shares = classify_color(video)
     shapes, centers, areas, strict, whole = [], [], [], [], []
@@ -110,9 +137,11 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
         mask = largest_component(pixels)
         present = pixels.sum().item()
         whole.append(present > 0 and mask.sum().item() >= STEADY_SHARE * present)
-        s, fill = blob_shape(mask)
+        s, _ = blob_shape(mask)
         shapes.append(s)
-        strict.append(s == shape and abs(fill - FILL[data.SHAPES[shape]]) <= STRICT_FILL_TOL)
+        fit = shape_fit(mask) if s is not None else None
+        strict.append(fit is not None and max(fit, key=fit.get) == data.SHAPES[shape]
+                      and fit[data.SHAPES[shape]] >= SHAPE_FIT_MIN[data.SHAPES[shape]])
         areas.append(mask.float().mean().item())
         if mask.any():
             ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -126,13 +155,16 @@ def score_video(video: torch.Tensor, color: int, shape: int, frames=(0, 8, 16)) 
             "steady": all(whole) and min(areas) > 0 and max(areas) <= STEADY_AREA_RATIO * min(areas)}
 
 
-def data_scores(samples: int, seed0: int = 5000) -> list:
+def data_scores(samples: int, seed0: int = 5000, vae=None) -> list:
     """``score_video`` on ground-truth one-object clips: what a model that draws the data scores
-    (its object area; ``steady`` fails only where the object leaves the frame)."""
+    (its object area; ``steady`` fails only where the object leaves the frame). With ``vae`` (a
+    ComfyUI VAE) the clips are encoded and decoded first: what a DiT that generates exactly the
+    data's latents scores, the ceiling the VAE puts on every figure of ``main``."""
     out = []
     for i in range(samples):
         c = data.make_clip(seed0 + i, n_objects=1)
-        out.append(score_video(c.video, c.colors[0], c.shapes[0]))
+        video = c.video if vae is None else vae.decode(vae.encode(c.video)).reshape(c.video.shape)
+        out.append(score_video(video, c.colors[0], c.shapes[0]))
     return out
 
 
@@ -366,15 +398,17 @@ def main(argv=None) -> dict:
     spread = centers.std(0).tolist() if len(centers) > 1 else [0.0, 0.0]
     cells = {(min(2, int(x * 3)), min(2, int(y * 3))) for x, y in centers.tolist()}
     area = statistics.median(r["area"] for r in results)
-    truth = data_scores(n)
+    truth = data_scores(n, vae=vae)
     area_data = statistics.median(r["area"] for r in truth)
     steady = sum(r["steady"] for r in results) / n
     steady_data = sum(r["steady"] for r in truth) / n
+    strict_data = sum(r["color_ok"] and r["shape_strict"] for r in truth) / n
     print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
-          f"both, strict shape (fill within {STRICT_FILL_TOL} of the true shape's) {strict:.0%}  "
+          f"both, strict shape (the prompted shape fits the blob best, as well as the VAE draws it) {strict:.0%}, "
+          f"ground-truth clips through the VAE {strict_data:.0%}  "
           f"centre std x {spread[0]:.3f} y {spread[1]:.3f} (uniform: 0.289)  3x3 cells hit {len(cells)}/9  "
-          f"object area (median share of the frame) {area:.3f}, ground-truth clips {area_data:.3f}  "
-          f"one steady object in frames 0/8/16 {steady:.0%}, ground-truth clips {steady_data:.0%}  "
+          f"object area (median share of the frame) {area:.3f}, ground-truth clips through the VAE {area_data:.3f}  "
+          f"one steady object in frames 0/8/16 {steady:.0%}, ground-truth clips through the VAE {steady_data:.0%}  "
           f"({time.time() - t0:.0f}s)", flush=True)
     if args.save:
         from PIL import Image
@@ -382,7 +416,8 @@ def main(argv=None) -> dict:
         grid = torch.cat(rows, 0)
         Image.fromarray((grid.clamp(0, 1) * 255).byte().numpy()).save(args.save)
     return {"colour": col, "shape": shp, "both": both, "strict": strict, "spread": spread, "cells": len(cells),
-            "area": area, "area_data": area_data, "steady": steady, "steady_data": steady_data, "results": results}
+            "area": area, "area_data": area_data, "steady": steady, "steady_data": steady_data,
+            "strict_data": strict_data, "results": results}
 
 
 if __name__ == "__main__":
