@@ -13,6 +13,7 @@ object positions over the frame.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
 import statistics
 import sys
@@ -202,7 +203,19 @@ def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=DEFA
         (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, pos, neg, latent,
                                        denoise=denoise)
     (images,) = nodes.VAEDecode().decode(vae, out)
+    release_freed_memory()
     return images.reshape(-1, *images.shape[-3:])
+
+
+def release_freed_memory() -> None:
+    """Hands memory that was freed back to the OS. glibc's malloc keeps freed heap blocks for reuse,
+    and the pattern of a sample's large temporary tensors fragments it: a 30-sample sanity run grew
+    by about 0.6 GB per sample to 20 GB of a 24 GB machine (flat with MALLOC_TRIM_THRESHOLD_=0).
+    malloc_trim(0) does what that setting does, after each sample; a no-op where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @torch.no_grad()
