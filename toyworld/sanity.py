@@ -166,6 +166,8 @@ def data_scores(samples: int, seed0: int = 5000, vae=None) -> list:
         c = data.make_clip(seed0 + i, n_objects=1)
         video = c.video if vae is None else vae.decode(vae.encode(c.video)).reshape(c.video.shape)
         out.append(score_video(video, c.colors[0], c.shapes[0]))
+        if vae is not None:
+            release_freed_memory()
     return out
 
 
