@@ -101,6 +101,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--length", type=int, default=3 * (data.FRAMES - 1) + 1, help="pixel frames (3x native: 49)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
+    ap.add_argument("--sampler", default=sanity.DEFAULTS["sampler"])
     ap.add_argument("--box-end", type=float, default=0.3)
     ap.add_argument("--overlap", type=int, default=1)
     ap.add_argument("--no-cross", dest="cross", action="store_false",
@@ -132,7 +133,7 @@ def main(argv=None) -> dict:
             (out,) = harness.run_node(
                 "BoxDirector.LongVideoChunks", model=model, positive=pos, negative=neg, latent=latent,
                 length=args.length, overlap=args.overlap, anchor_first_frame=anchor, first_frame_share=share,
-                share_strength=1.0, seed=100 + s, steps=args.steps, cfg=args.cfg, sampler_name="euler",
+                share_strength=1.0, seed=100 + s, steps=args.steps, cfg=args.cfg, sampler_name=args.sampler,
                 scheduler="simple", regions=regions, box_end_percent=args.box_end,
                 **({"clip": clip, "prompt": prompt} if args.cross else {})).result
             (images,) = nodes.VAEDecode().decode(vae, out)

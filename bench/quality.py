@@ -187,6 +187,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--trajectories", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=sanity.DEFAULTS["steps"])
     ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
+    ap.add_argument("--sampler", default=sanity.DEFAULTS["sampler"],
+                    help="KSampler sampler of the rows without Temporal Intrinsic Denoise (whose SAMPLER wraps "
+                         "euler or ddim: compare it with --sampler euler)")
     ap.add_argument("--dit", type=Path, default=sanity.WEIGHTS / "toy_wan_dit.safetensors")
     ap.add_argument("--vae", type=Path, default=sanity.WEIGHTS / "toy_wan_vae.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_quality.json")
@@ -195,7 +198,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.table:
         saved = json.loads(args.table.read_text())
-        vars(args).update({k: v for k, v in saved["settings"].items() if k in ("seeds", "steps", "cfg")})
+        vars(args).update({k: v for k, v in saved["settings"].items() if k in ("seeds", "steps", "cfg", "sampler")})
         args.out = None   # nothing is written
         names = list(dict.fromkeys(r["method"] for r in saved["rows"]))
         return summarize(saved["rows"], names, args, 1 + max(r["trajectory"] for r in saved["rows"]),
@@ -242,7 +245,8 @@ def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
             for seed in range(args.seeds):
                 SAMPLING_SECONDS.clear()
                 if sampler is None:
-                    video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg)
+                    video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg,
+                                           sampler=args.sampler)
                 else:
                     video = generate_custom(nodes, m, vae, clip, prompt, seed, sampler, args.steps, args.cfg)
                 seconds = SAMPLING_SECONDS[0] if SAMPLING_SECONDS else None   # sampling only (SAMPLER rows)
@@ -280,7 +284,8 @@ def summarize(rows, methods, args, n_traj, seconds) -> dict:
             "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine),
             "seconds": statistics.mean(secs) if (secs := [r.get("seconds") for r in mine if r.get("seconds")]) else None}
     base = summary.get("baseline", {}).get("miou")
-    print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, {seconds:.0f} s")
+    print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, "
+          f"{getattr(args, 'sampler', 'euler')}, {seconds:.0f} s")
     print(f"{'method':<28}{'mIoU':>7}{'± se':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}{'sample s':>9}")
     for method, s in summary.items():
         ratio = s["miou"] / base if base else float("nan")

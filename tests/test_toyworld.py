@@ -201,9 +201,8 @@ def test_vae_draws_every_toy_colour_and_shape(comfy):
 
 def test_smoke_sample_draws_the_prompted_colour(toy_models):
     """End to end through ComfyUI (CLIPTextEncode, KSampler, VAEDecode), one sample per toy colour.
-    The shipped second-generation pair draws the prompted colour in every sanity sample (45 of 45
-    at cfg 2, 3 and 5); the first generation never drew green. Shapes are still unreliable (see
-    toyworld/README.md), so only colours are checked."""
+    The shipped pair draws the prompted colour in every sanity sample (30 of 30; the session-6 DiT
+    45 of 45 at cfg 2, 3 and 5); the first generation never drew green. Shapes: see the next test."""
     from boxdirector.toyworld import sanity
 
     nodes, model, vae, clip = toy_models
@@ -214,6 +213,25 @@ def test_smoke_sample_draws_the_prompted_colour(toy_models):
         got, _ = sanity.classify_color(video)
         hits += got == color
     assert hits >= 4
+
+
+def test_shipped_dit_draws_shapes_not_only_blobs(toy_models):
+    """The first 15 prompts and seeds of `python -m toyworld.sanity` (five of each shape), scored
+    by sanity's strict shape score: the prompted ideal shape fits the blob best and as well as the
+    VAE draws it (true clips through the VAE pass 97 %; a blob of the right colour does not). The
+    shipped DiT passed 7 of these 15 when it was shipped (47 % of 30); the session-6 DiT it replaced
+    drew blobs (0 % of 30 with euler, 10 % with this sampler), so this fails if a blob-drawing DiT
+    comes back. Issue 5's bar is 80 %, not met yet (toyworld/README.md, "Status")."""
+    from boxdirector.toyworld import sanity
+
+    nodes, model, vae, clip = toy_models
+    strict = []
+    for i in range(15):
+        color, shape = i % len(data.COLORS), (i // len(data.COLORS)) % len(data.SHAPES)
+        video = sanity.generate(nodes, model, vae, clip, data.caption_for([color], [shape]), seed=1000 + i)
+        r = sanity.score_video(video, color, shape)
+        strict.append(bool(r["color_ok"] and r["shape_strict"]))
+    assert sum(strict) >= 4, strict
 
 
 # --- shortened training runs: the loss falls -----------------------------------------------------

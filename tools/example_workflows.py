@@ -146,7 +146,7 @@ FAMILIES = {
     "toyworld": {
         "title": "Toy world (tiny Wan 2.1 trained by the pack; runs on a CPU)", "kind": "toy",
         "unet": "toy_wan_dit.safetensors", "vae": "toy_wan_vae.safetensors", "width": 128, "height": 128, "length": 17,
-        "steps": 20, "cfg": 3.0, "sampler": "euler", "shift": 3.0, "fps": 8, "vram": "a CPU; a few seconds per clip"},
+        "steps": 20, "cfg": 3.0, "sampler": "dpmpp_2m_sde", "shift": 3.0, "fps": 8, "vram": "a CPU; a few seconds per clip"},
 }
 
 PROMPTS = {

@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "toyworld" / "weights"
 
 # Sampling settings that work for the toy model (see the report / README of toyworld).
-DEFAULTS = {"steps": 20, "cfg": 3.0, "sampler": "euler", "scheduler": "simple", "shift": 3.0}
+# dpmpp_2m_sde: a stochastic sampler re-noises at every step and so corrects part of a tiny model's
+# errors; on the shipped DiT it draws the prompted shape (strict score) in 47 % of 30 samples where
+# euler manages 17 % (toyworld/README.md, "Where layout is decided").
+DEFAULTS = {"steps": 20, "cfg": 3.0, "sampler": "dpmpp_2m_sde", "scheduler": "simple", "shift": 3.0}
 
 
 def classify_color(video: torch.Tensor, tol: float = 0.3, min_frac: float = 0.002):
@@ -191,8 +194,8 @@ def load_models(dit=WEIGHTS / "toy_wan_dit.safetensors", vae=WEIGHTS / "toy_wan_
     return nodes, model, vae_model, make_clip()
 
 
-def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=DEFAULTS["cfg"], sampler="euler",
-             scheduler="simple", negative: str = "", latent: dict | None = None,
+def generate(nodes, model, vae, clip, prompt: str, seed: int, steps=20, cfg=DEFAULTS["cfg"],
+             sampler=DEFAULTS["sampler"], scheduler=DEFAULTS["scheduler"], negative: str = "", latent: dict | None = None,
              denoise: float = 1.0) -> torch.Tensor:
     """One clip through CLIPTextEncode + KSampler + VAEDecode -> [F, H, W, 3]. ``latent`` (default:
     an empty one) and ``denoise`` are KSampler's; denoise 0 only decodes ``latent``."""
