@@ -251,10 +251,11 @@ def test_vae_training_loss_falls(tmp_path):
     assert vae.latent_channels == 16
 
 
-def test_dit_training_loss_falls(tmp_path):
+@pytest.mark.parametrize("precision", [[], ["--bf16"]], ids=["fp32", "bf16"])
+def test_dit_training_loss_falls(tmp_path, precision):
     from boxdirector.toyworld import install, train_dit
 
-    r = train_dit.main(["--steps", "16", "--batch", "4", "--pool-init", "4", "--encode-per-step", "0",
+    r = train_dit.main([*precision, "--steps", "16", "--batch", "4", "--pool-init", "4", "--encode-per-step", "0",
                         "--cache-dir", "", "--warmup", "3", "--lr", "2e-3", "--log-every", "100",
                         "--vae", str(install.WEIGHTS / install.VAE_NAME), "--out", str(tmp_path / "dit.safetensors")])
     first, last = sum(r["losses"][:4]) / 4, sum(r["losses"][-4:]) / 4
