@@ -1,9 +1,14 @@
 """Toy-world benchmark of ReAttention Edit: replace "a red circle" by "a blue square" inside the
 circle's moving box, several seeds; prints background PSNR against the VAE round trip of the
-source, the share of frames with the new object found inside its box, RAD on vs off, and time per
-edit step and peak memory relative to plain sampling, all measured in one run.
+source, the share of frames with the new object found inside its box for four variants (RAD off /
+on, each on the plain model and on the model patched by Masked Attention Patch with the edit's
+boxes), and time per edit step and peak memory relative to plain sampling, all measured in one run.
 
     python -m bench.edit --seeds 3 --steps 10
+
+It also prints how well the model's cross-attention maps locate an object, which is what RAD's
+gradient relies on: RAD's own loss on clips where "a blue square" already sits in the box (0 =
+the square's words attend only inside it; 1 = no location at all, e.g. the same map everywhere).
 
 Peak memory: CUDA's allocator peak on a GPU; on the CPU, the peak of live tensor bytes that
 torch.profiler's memory profile records (tensors only, no allocator slack), for one plain
@@ -96,6 +101,8 @@ def main(argv=None) -> dict:
     p.add_argument("--refine", type=int, default=5, help="refine_iterations")
     p.add_argument("--inversion-iterations", type=int, default=3)
     p.add_argument("--rad-strength", type=float, default=1.0, help="rad_strength of the RAD-on runs")
+    p.add_argument("--masked-blocks", default="0%-50%", help="Masked Attention Patch blocks of the masked variants")
+    p.add_argument("--masked-end", type=float, default=0.5, help="Masked Attention Patch end_percent")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -103,6 +110,7 @@ def main(argv=None) -> dict:
 
     harness.import_pack()
     harness.import_comfy()
+    harness.load_pack_nodes()
     import comfy.samplers
     from boxdirector.core.masks import box_masks
     from boxdirector.core.regions import Regions
@@ -115,6 +123,8 @@ def main(argv=None) -> dict:
     enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]
     pos, neg, src_text = enc("a blue square"), enc(""), enc("a red circle")
     seeds = [s for s in range(5000) if is_red_circle(data.make_clip(s, n_objects=1))][:args.seeds]
+    variants = [("plain", 0.0, False), ("RAD", args.rad_strength, False), ("masked", 0.0, True),
+                ("masked + RAD", args.rad_strength, True)]
     rows = []
     for seed in seeds:
         c = data.make_clip(seed, n_objects=1)
@@ -124,8 +134,14 @@ def main(argv=None) -> dict:
         ref = ref.reshape(-1, 128, 128, 3)
         visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
         regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
-        for rad in (0.0, args.rad_strength):
-            out, st = rea.run_edit(model, pos, neg, latent, regions, clip=clip, prompt="a blue square",
+        (masked_model,) = harness.run_node(
+            "BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip, prompt="a blue square",
+            start_percent=0.0, end_percent=args.masked_end, self_attention=True, cross_attention=True,
+            temporal_attention=True, blocks=args.masked_blocks, cond_only=False, word_binding="per_object",
+            special_tokens="background", mask_normalization=False, coverage=0.5).result
+        for name, rad, masked in variants:
+            out, st = rea.run_edit(masked_model if masked else model, pos, neg, latent, regions, clip=clip,
+                                   prompt="a blue square",
                                    source_conditioning=src_text, steps=args.steps, cfg=args.cfg, rad_strength=rad,
                                    refine_iterations=args.refine, seed=seed,
                                    inversion_iterations=args.inversion_iterations)
@@ -134,12 +150,12 @@ def main(argv=None) -> dict:
             img = img.reshape(-1, 128, 128, 3)
             plan = rea.EditPlan(masks=regions.masks, layout="wan21", objects=(), columns=(), state=rea.CaptureState())
             bg = background_mask(plan.latent_region(latent["samples"].shape), img.shape[0], 128)
-            r = {"seed": seed, "rad": rad, "bg_psnr": psnr(img, ref, bg[..., None]),
+            r = {"seed": seed, "variant": name, "rad": rad, "bg_psnr": psnr(img, ref, bg[..., None]),
                  "bg_share": float(bg.float().mean()), "in_box": object_in_box(img, c.boxes[0]),
                  "red_left": object_in_box(img, c.boxes[0], "red"), **{k: st[k] for k in (
                      "inversion_s", "step_s", "rad_s", "rad_evaluations", "steps")}}
             rows.append(r)
-            print(f"seed {seed} RAD {'on ' if rad else 'off'}: background PSNR {r['bg_psnr']:.1f} dB over "
+            print(f"seed {seed} {name:13s}: background PSNR {r['bg_psnr']:.1f} dB over "
                   f"{r['bg_share']:.0%} of pixels, blue object in box {r['in_box']:.0%} of frames, red still in box "
                   f"{r['red_left']:.0%}; inversion {r['inversion_s']:.1f}s, steps {r['step_s']:.1f}s, RAD "
                   f"{r['rad_evaluations']} passes {r['rad_s']:.1f}s", flush=True)
@@ -162,16 +178,22 @@ def main(argv=None) -> dict:
                                               source_conditioning=src_text, steps=1, cfg=args.cfg, rad_strength=1.0,
                                               rad_end=1.0, refine_iterations=0, inversion_iterations=0))
 
-    def mean(key, rad):
-        v = [r[key] for r in rows if r["rad"] == rad]
+    def mean(key, name):
+        v = [r[key] for r in rows if r["variant"] == name]
         return sum(v) / len(v)
 
-    print("\nsummary over seeds", seeds, f"({args.steps} steps, cfg {args.cfg})")
-    for rad in (0.0, args.rad_strength):
-        print(f"  RAD {'on ' if rad else 'off'}: background PSNR {mean('bg_psnr', rad):.1f} dB (min "
-              f"{min(r['bg_psnr'] for r in rows if r['rad'] == rad):.1f}), blue object in box "
-              f"{mean('in_box', rad):.0%} of frames, red circle left in box {mean('red_left', rad):.0%}")
-    on = [r for r in rows if r["rad"] == args.rad_strength]
+    locate = localisation(nodes, model, vae, clip, rea, args, enc)
+    print("\nsummary over seeds", seeds, f"({args.steps} steps, cfg {args.cfg}, RAD strength {args.rad_strength}, "
+          f"masked: blocks {args.masked_blocks}, end_percent {args.masked_end})")
+    for name, _rad, _masked in variants:
+        per_seed = " / ".join(f"{r['in_box']:.0%}" for r in rows if r["variant"] == name)
+        print(f"  {name:13s}: background PSNR {mean('bg_psnr', name):.1f} dB (min "
+              f"{min(r['bg_psnr'] for r in rows if r['variant'] == name):.1f}), blue object in box "
+              f"{mean('in_box', name):.0%} of frames (per seed {per_seed}), red circle left in box "
+              f"{mean('red_left', name):.0%}")
+    print(f"  cross-attention maps: RAD loss with a blue square already in its box {locate:.2f} "
+          "(0 = its words attend only inside the box, 1 = no location)")
+    on = [r for r in rows if r["variant"] == "RAD"]
     edit_step = sum(r["step_s"] + r["rad_s"] for r in on) / sum(r["steps"] for r in on)
     rad_pass = sum(r["rad_s"] for r in on) / max(1, sum(r["rad_evaluations"] for r in on))
     inv = sum(r["inversion_s"] for r in on) / len(on)
@@ -181,7 +203,33 @@ def main(argv=None) -> dict:
     print(f"  peak memory: plain step {mem_plain / 2**20:.1f} MiB, edit step with RAD {mem_rad / 2**20:.1f} MiB "
           f"({mem_rad / max(1, mem_plain):.1f}x)")
     return {"rows": rows, "plain_step": plain_step, "edit_step": edit_step, "mem_plain": mem_plain,
-            "mem_rad": mem_rad}
+            "mem_rad": mem_rad, "localisation": locate}
+
+
+def localisation(nodes, model, vae, clip, rea, args, enc, clips: int = 3) -> float:
+    """RAD's loss, averaged over the second half of the steps, while a clip whose blue square
+    already sits in the box is re-generated from its own inversion under its own caption (RAD
+    strength ~0, so nothing is moved): how well the cross-attention maps RAD reads say where the
+    object is. Uniform maps give exactly 1 (FG = BG); an all-inside map gives 0."""
+    from boxdirector.core.masks import box_masks
+    from boxdirector.core.regions import Regions
+    from boxdirector.toyworld import data
+
+    seeds = [s for s in range(5000) if (c := data.make_clip(s, n_objects=1)).colors == (2,) and c.shapes == (1,)]
+    losses = []
+    for seed in seeds[:clips]:
+        c = data.make_clip(seed, n_objects=1)
+        with torch.no_grad():
+            (latent,) = nodes.VAEEncode().encode(vae, c.video)
+        regions = Regions(box_masks(c.boxes, torch.ones(c.boxes.shape[:2], dtype=torch.bool), 128, 128), ("obj",),
+                          ("blue square",))
+        _, st = rea.run_edit(model, enc("a blue square"), enc(""), latent, regions, clip=clip, prompt="a blue square",
+                             source_conditioning=enc("a blue square"), steps=args.steps, cfg=args.cfg,
+                             rad_strength=1e-6, rad_end=1.0, refine_iterations=0, seed=seed,
+                             inversion_iterations=args.inversion_iterations)
+        late = st["rad_losses"][len(st["rad_losses"]) // 2:]
+        losses.append(sum(late) / len(late))
+    return sum(losses) / len(losses)
 
 
 if __name__ == "__main__":
