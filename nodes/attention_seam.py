@@ -141,6 +141,19 @@ class Controller:
         return executor(x, t, c_concat, c_crossattn, control, topts, **kwargs)
 
 
+def memo(cache: dict, lock, key, build):
+    """``cache[key]``, built once by ``build()`` under ``lock``. Rules memoise their region plans
+    (pure functions of the latent shape); the first call may come under ComfyUI's
+    ``torch.inference_mode()`` (sampling, an inversion) and a later one with autograd on (ReAttention
+    Edit's RAD gradient passes through a patched model). Index tensors made in inference mode cannot
+    be saved for backward, so plans are always built as ordinary tensors (which serve both)."""
+    with lock:
+        if key not in cache:
+            with torch.inference_mode(False):
+                cache[key] = build()
+        return cache[key]
+
+
 def step_fraction(topts: dict) -> Optional[float]:
     """Index of the current step over the number of steps, from ComfyUI's sample_sigmas (the whole
     schedule) and sigmas (the current one). Steps, not sigmas: "the first 4 % of steps" means the

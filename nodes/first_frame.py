@@ -60,10 +60,7 @@ class FirstFrameShareRule:
         return self.regions is not None and self.subject_tokens is not None and self.mask_bias != 0.0
 
     def memo(self, key, build):
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]
+        return attention_seam.memo(self._cache, self._lock, key, build)
 
     # --- when ------------------------------------------------------------------------------
     def in_window(self, call) -> bool:

@@ -116,10 +116,7 @@ class MaskedAttention:
 
     # --- plans, built once per latent shape ---------------------------------------------------
     def memo(self, key, build):
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]
+        return attention_seam.memo(self._cache, self._lock, key, build)
 
     def video_labels(self, fwd) -> torch.Tensor:
         shape = (1,) + tuple(fwd.latent_shape[1:])

@@ -160,6 +160,32 @@ def test_rad_gradient_lowers_the_loss_under_inference_mode(toy_source, comfy):
     assert not torch.equal(out["samples"], off["samples"])
 
 
+def test_rad_on_a_masked_attention_patched_model_under_inference_mode(toy_source, pack_nodes):
+    """ReAttention Edit on a model patched by Masked Attention Patch (the toy edit workflow chains
+    them), everything under torch.inference_mode() as ComfyUI's executor runs nodes: the patch's
+    region plans, first built during the inversion's inference-mode calls, must also serve RAD's
+    gradient passes (an inference tensor saved for backward is an error), and the patch must change
+    the edit."""
+    from boxdirector.toyworld import sanity
+
+    _c, latent, regions = toy_source
+    with torch.inference_mode():
+        nodes, model, _vae, clip = sanity.load_models(shift=3.0)
+        (patched,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
+                                      prompt="a blue square", start_percent=0.0, end_percent=0.5,
+                                      self_attention=True, cross_attention=True, temporal_attention=True,
+                                      blocks="0%-50%", cond_only=False, word_binding="per_object",
+                                      special_tokens="background", mask_normalization=False,
+                                      coverage=0.5).result
+        out, stats = edit(patched, nodes, clip, latent, regions, rad_strength=0.05, rad_end=0.34,
+                          refine_iterations=1, steps=STEPS)
+        plain, _ = edit(model, nodes, clip, latent, regions, rad_strength=0.05, rad_end=0.34,
+                        refine_iterations=1, steps=STEPS)
+    assert stats["rad_evaluations"] >= 2
+    assert torch.isfinite(out["samples"]).all()
+    assert not torch.equal(out["samples"], plain["samples"])
+
+
 def test_capture_rule_matches_dense_text_attention_and_leaves_the_output(comfy):
     from boxdirector.nodes import attention_seam, model_families
     from boxdirector.nodes.reattention_edit import (
