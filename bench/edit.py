@@ -18,6 +18,7 @@ sampling step (CFG pass) and one RAD gradient pass.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,22 @@ def is_red_circle(clip) -> bool:
     return clip.colors == (0,) and clip.shapes == (0,)
 
 
+def first_seeds(wanted, n: int) -> list:
+    """The first ``n`` one-object clip seeds for which ``wanted(clip)`` holds (renders no more clips)."""
+    from boxdirector.toyworld import data
+
+    return list(itertools.islice((s for s in itertools.count() if wanted(data.make_clip(s, n_objects=1))), n))
+
+
+def clip_regions(c):
+    """REGIONS of a clip's one object, box per frame, as the new "blue square"."""
+    from boxdirector.core.masks import box_masks
+    from boxdirector.core.regions import Regions
+
+    visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
+    return Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -112,9 +129,9 @@ def main(argv=None) -> dict:
     harness.import_comfy()
     harness.load_pack_nodes()
     import comfy.samplers
-    from boxdirector.core.masks import box_masks
-    from boxdirector.core.regions import Regions
     from boxdirector.nodes import reattention_edit as rea
+
+    from bench.quality import PATCH_DEFAULTS
     from boxdirector.toyworld import data, sanity
 
     if args.cfg is None:
@@ -122,7 +139,7 @@ def main(argv=None) -> dict:
     nodes, model, vae, clip = sanity.load_models(shift=sanity.DEFAULTS["shift"])
     enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]
     pos, neg, src_text = enc("a blue square"), enc(""), enc("a red circle")
-    seeds = [s for s in range(5000) if is_red_circle(data.make_clip(s, n_objects=1))][:args.seeds]
+    seeds = first_seeds(is_red_circle, args.seeds)
     variants = [("plain", 0.0, False), ("RAD", args.rad_strength, False), ("masked", 0.0, True),
                 ("masked + RAD", args.rad_strength, True)]
     rows = []
@@ -132,13 +149,10 @@ def main(argv=None) -> dict:
             (latent,) = nodes.VAEEncode().encode(vae, c.video)
             (ref,) = nodes.VAEDecode().decode(vae, latent)
         ref = ref.reshape(-1, 128, 128, 3)
-        visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
-        regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
+        regions = clip_regions(c)
         (masked_model,) = harness.run_node(
             "BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip, prompt="a blue square",
-            start_percent=0.0, end_percent=args.masked_end, self_attention=True, cross_attention=True,
-            temporal_attention=True, blocks=args.masked_blocks, cond_only=False, word_binding="per_object",
-            special_tokens="background", mask_normalization=False, coverage=0.5).result
+            **{**PATCH_DEFAULTS, "blocks": args.masked_blocks, "end_percent": args.masked_end}).result
         for name, rad, masked in variants:
             out, st = rea.run_edit(masked_model if masked else model, pos, neg, latent, regions, clip=clip,
                                    prompt="a blue square",
@@ -211,19 +225,15 @@ def localisation(nodes, model, vae, clip, rea, args, enc, clips: int = 3) -> flo
     already sits in the box is re-generated from its own inversion under its own caption (RAD
     strength ~0, so nothing is moved): how well the cross-attention maps RAD reads say where the
     object is. Uniform maps give exactly 1 (FG = BG); an all-inside map gives 0."""
-    from boxdirector.core.masks import box_masks
-    from boxdirector.core.regions import Regions
     from boxdirector.toyworld import data
 
-    seeds = [s for s in range(5000) if (c := data.make_clip(s, n_objects=1)).colors == (2,) and c.shapes == (1,)]
     losses = []
-    for seed in seeds[:clips]:
+    for seed in first_seeds(lambda c: c.colors == (2,) and c.shapes == (1,), clips):   # blue squares
         c = data.make_clip(seed, n_objects=1)
         with torch.no_grad():
             (latent,) = nodes.VAEEncode().encode(vae, c.video)
-        regions = Regions(box_masks(c.boxes, torch.ones(c.boxes.shape[:2], dtype=torch.bool), 128, 128), ("obj",),
-                          ("blue square",))
-        _, st = rea.run_edit(model, enc("a blue square"), enc(""), latent, regions, clip=clip, prompt="a blue square",
+        _, st = rea.run_edit(model, enc("a blue square"), enc(""), latent, clip_regions(c), clip=clip,
+                             prompt="a blue square",
                              source_conditioning=enc("a blue square"), steps=args.steps, cfg=args.cfg,
                              rad_strength=1e-6, rad_end=1.0, refine_iterations=0, seed=seed,
                              inversion_iterations=args.inversion_iterations)

@@ -17,7 +17,6 @@ import torch
 
 harness.import_pack()
 
-from boxdirector.core.masks import box_masks
 from boxdirector.core.regions import Regions
 
 pytestmark = pytest.mark.comfy
@@ -51,9 +50,9 @@ def toy_source(toy):
     c = red_circle_clip()
     with torch.no_grad():   # as ComfyUI runs nodes: the source latent carries no autograd graph
         (latent,) = nodes.VAEEncode().encode(vae, c.video)
-    visible = torch.ones(c.boxes.shape[:2], dtype=torch.bool)
-    regions = Regions(box_masks(c.boxes, visible, 128, 128), ("obj",), ("blue square",))
-    return c, latent, regions
+    from bench.edit import clip_regions
+
+    return c, latent, clip_regions(c)
 
 
 def encode(nodes, clip, text):
