@@ -609,3 +609,17 @@ def test_strict_shape_score_passes_what_the_vae_draws_of_the_data(toy_models):
     strict = sum(r["color_ok"] and r["shape_strict"] for r in truth) / len(truth)
     assert strict >= 0.85, strict
     assert sum(r["steady"] for r in truth) / len(truth) >= 0.9
+
+
+def test_sanity_cli_takes_a_seed_range_and_counts_strict_shapes_per_shape(comfy, monkeypatch):
+    """``python -m toyworld.sanity --seed0 S``: sample i is drawn from seed S + i (a held-out seed
+    range for quoting a DiT chosen on seeds 1000+), and the strict score is also split by shape,
+    the per-shape shares adding up to the overall one."""
+    from boxdirector.toyworld import sanity
+
+    seen, real = [], sanity.generate
+    monkeypatch.setattr(sanity, "generate", lambda *a, seed, **k: seen.append(seed) or real(*a, seed=seed, **k))
+    r = sanity.main(["--samples", "3", "--steps", "2", "--seed0", "2000"])
+    assert seen == [2000, 2001, 2002]
+    assert set(r["strict_by_shape"]) == {"circle"}  # the first five prompts are circles
+    assert r["strict_by_shape"]["circle"] == r["strict"]
