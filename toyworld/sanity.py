@@ -405,7 +405,7 @@ def main(argv=None) -> dict:
         video = generate(nodes, model, vae, clip, prompt, seed=args.seed0 + i, steps=args.steps, cfg=args.cfg,
                          sampler=args.sampler, scheduler=args.scheduler)
         r = score_video(video, color, shape)
-        r["prompt"] = prompt
+        r["prompt"], r["shape"] = prompt, data.SHAPES[shape]
         results.append(r)
         rows.append(torch.cat([video[f] for f in (0, 8, 16)], 1))
         print(f"{i:3d} {prompt:22s} colour {'ok' if r['color_ok'] else 'NO'} shape "
@@ -424,7 +424,7 @@ def main(argv=None) -> dict:
     steady = sum(r["steady"] for r in results) / n
     steady_data = sum(r["steady"] for r in truth) / n
     strict_data = sum(r["color_ok"] and r["shape_strict"] for r in truth) / n
-    by_shape = {name: [r["color_ok"] and r["shape_strict"] for r in results if r["prompt"].endswith(name)]
+    by_shape = {name: [r["color_ok"] and r["shape_strict"] for r in results if r["shape"] == name]
                 for name in data.SHAPES}
     print(f"\nsamples {n}  colour {col:.0%}  shape {shp:.0%}  both {both:.0%}  "
           f"both, strict shape (the prompted shape fits the blob best, as well as the VAE draws it) {strict:.0%} ("
