@@ -287,20 +287,27 @@ def test_vae_reinit_restarts_a_block_as_the_identity(comfy):
     assert not torch.equal(block.residual[2].weight, before)
 
 
+def _perturbed_dit(dim: int, layers: int, ffn: int, seed: int):
+    """A seeded DiT and its state dict with every weight non-zero: init_dit starts the head at zero,
+    so without the noise the blocks would not matter to the output the tests compare."""
+    from boxdirector.toyworld import train_dit
+
+    torch.manual_seed(seed)
+    model = train_dit.build_dit(train_dit.dit_config(dim, layers, ffn))
+    train_dit.init_dit(model, 0)
+    sd = {k: v + 0.05 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    model.load_state_dict(sd)
+    return model, sd
+
+
 def test_dit_grown_deeper_computes_what_the_shallow_one_did(comfy):
     """``train_dit --init F --layers N``: a 2-block DiT deepened to 3 blocks gives the same output
     (the copied block starts as the identity), and a copy still gets gradients to learn with."""
     from boxdirector.toyworld import train_dit
 
-    torch.manual_seed(0)
-    small = train_dit.build_dit(train_dit.dit_config(dim=128, layers=2, ffn=64))
-    train_dit.init_dit(small, 0)
-    sd = small.state_dict()
-    for v in sd.values():  # the head starts at zero; make every block matter to the output
-        v.add_(0.05 * torch.randn_like(v))
+    small, sd = _perturbed_dit(128, 2, 64, seed=0)
     deep = train_dit.build_dit(train_dit.dit_config(dim=128, layers=3, ffn=64))
     deep.load_state_dict(train_dit.grow_state_dict(sd, 3))
-    small.load_state_dict(sd)
     x, t, ctx = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 4, text.WIDTH)
     a = small(x, t, ctx)
     b = deep(x, t, ctx)
@@ -318,14 +325,8 @@ def test_dit_widened_to_two_heads_computes_what_the_narrow_one_did(comfy):
     input weights differ, so training can pull them apart; a width that is no multiple is refused."""
     from boxdirector.toyworld import train_dit
 
-    # a one-head DiT (the shipped one already has two heads), its weights perturbed as in the test
-    # above: the head starts at zero, and every block should matter to the comparison
     layers = 2
-    torch.manual_seed(1)
-    narrow = train_dit.build_dit(train_dit.dit_config(128, layers, 512))
-    train_dit.init_dit(narrow, 0)
-    sd = {k: v + 0.05 * torch.randn_like(v) for k, v in narrow.state_dict().items()}
-    narrow.load_state_dict(sd)
+    narrow, sd = _perturbed_dit(128, layers, 512, seed=1)  # one head (the shipped DiT has two)
     wide_sd = train_dit.widen_state_dict(sd, 256, 1024, seed=3)
     wide = train_dit.build_dit(train_dit.dit_config(256, layers, 1024))
     wide.load_state_dict(wide_sd)
