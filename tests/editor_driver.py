@@ -90,11 +90,42 @@ def doc(page) -> dict:
     return json.loads(text(page))
 
 
+def settle(page, timeout_ms: int = 3000) -> None:
+    """Wait until the editor's layout holds still for a few animation frames.
+
+    A change of the document re-lays the editor out in the next animation frame (the timeline's
+    height follows the object count, the status line its text), and the classic renderer resizes
+    the node a frame or two later. A point asked for in between is stale by the time the pointer
+    lands: CI once drew a box 0.027 of the frame too high that way, right after "Clear"."""
+    page.evaluate(
+        f"""async (timeout) => {{
+            const e = {FIND_NODE}.boxEditor;
+            const key = () => {{
+                const a = e.stageCanvas.getBoundingClientRect(), b = e.tlCanvas.getBoundingClientRect();
+                const f = e.frameRect();
+                return [a.left, a.top, a.width, a.height, b.left, b.top, b.width, b.height, f.x, f.y, f.w, f.h]
+                    .map(Math.round).join();
+            }};
+            const t0 = performance.now();
+            let last = key(), same = 0;
+            while (same < 4 && performance.now() - t0 < timeout) {{
+                await new Promise((r) => requestAnimationFrame(r));
+                const k = key();
+                same = k === last ? same + 1 : 0;
+                last = k;
+            }}
+        }}""",
+        timeout_ms,
+    )
+
+
 def frame_point(page, nx: float, ny: float) -> tuple[float, float]:
+    settle(page)
     return tuple(page.evaluate(f"([x, y]) => {FIND_NODE}.boxEditor.clientPointOfFrame(x, y)", [nx, ny]))
 
 
 def timeline_point(page, frame: int, row: int = -1) -> tuple[float, float]:
+    settle(page)
     return tuple(page.evaluate(f"([f, r]) => {FIND_NODE}.boxEditor.clientPointOfTimeline(f, r)", [frame, row]))
 
 
