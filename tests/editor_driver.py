@@ -96,7 +96,10 @@ def settle(page, timeout_ms: int = 3000) -> None:
     A change of the document re-lays the editor out in the next animation frame (the timeline's
     height follows the object count, the status line its text), and the classic renderer resizes
     the node a frame or two later. A point asked for in between is stale by the time the pointer
-    lands: CI once drew a box 0.027 of the frame too high that way, right after "Clear"."""
+    lands: CI once drew a box 0.027 of the frame too high that way, right after "Clear".
+    ``wait_stable`` is the coarse wait (0.25 s polls, the stage only, the editor may not exist
+    yet) for a node the Vue renderer is still placing; this one counts animation frames, so it
+    costs ~70 ms on a layout that is already still and can run before every pointer gesture."""
     page.evaluate(
         f"""async (timeout) => {{
             const e = {FIND_NODE}.boxEditor;
