@@ -78,6 +78,10 @@ METHODS = {
     "masked blocks=second half": ({"blocks": "50%-100%"}, None),
     "masked blocks=first half end=0.5": ({"blocks": "0%-50%", "end_percent": 0.5}, None),
     "masked union": ({"word_binding": "union"}, None),
+    # deeper DiTs: how many of the first blocks, and how long (six blocks: 34 % is blocks 0-1, 67 % is 0-3)
+    "masked end=0.7": ({"end_percent": 0.7}, None),
+    "masked blocks=first third end=0.5": ({"blocks": "0%-34%", "end_percent": 0.5}, None),
+    "masked blocks=first two thirds end=0.5": ({"blocks": "0%-67%", "end_percent": 0.5}, None),
     "masked +norm": ({"mask_normalization": True}, None),
     "intrinsic": (None, {}),                                     # the node's defaults
     "masked +intrinsic": ({}, {}),

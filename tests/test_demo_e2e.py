@@ -9,7 +9,9 @@ controlled: stage-1 toy DiT, masking 10 % of steps: 0.20 vs 0.65 / 0.046 vs 0.16
 (first generation), masking 30 %: 0.59 vs 1.00 / 0.201 vs 0.581; session-6 DiT (euler, cfg 3),
 masking 30 %: 0.39 vs 0.67 / 0.158 vs 0.307, masking 50 %: 0.39 vs 0.76 / 0.158 vs 0.385; shipped
 third-stage DiT (session 13, dpmpp_2m_sde, cfg 3), the first half of the blocks masked for 50 % of
-the steps (the demo now): 0.61 vs 1.00 / 0.237 vs 0.714. Re-measure when the weights change; the
+the steps: 0.61 vs 1.00 / 0.237 vs 0.714; session-16 DiT, same: 0.45 vs 1.00 / 0.174 vs 0.661;
+shipped six-block DiT (session 18), same: 0.43 vs 1.00 / 0.193 vs 0.545, all blocks masked for 50 %
+of the steps (the demo now): 0.43 vs 1.00 / 0.193 vs 0.602. Re-measure when the weights change; the
 margins below are what the demo must keep showing.
 """
 

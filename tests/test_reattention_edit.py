@@ -80,12 +80,14 @@ def edit(model, nodes, clip, latent, regions, prompt="a blue square", **kw):
 def test_inversion_then_regeneration_reconstructs_the_source(toy, toy_source):
     """Regions over the whole frame, the source prompt, cfg 1, no RAD: the edit is plain DDIM /
     Euler regeneration from the inverted latent. It must land far closer to the source than the
-    same sampler started from random noise of the same seed."""
+    same sampler started from random noise of the same seed. 20 steps, the toy world's count: on
+    the six-block DiT 8 steps do not reconstruct (relative error 0.90 vs 0.94 from random noise;
+    20 steps 0.05 vs 0.92), on the four-block one before it they did (0.18 vs 1.04)."""
     nodes, model, _vae, clip = toy
     c, latent, _ = toy_source
     whole = Regions(torch.ones(1, c.video.shape[0], 128, 128), ("all",), ("red circle",))
     src = latent["samples"]
-    out, stats = edit(model, nodes, clip, latent, whole, prompt="a red circle", cfg=1.0, steps=8, inversion_iterations=3)
+    out, stats = edit(model, nodes, clip, latent, whole, prompt="a red circle", cfg=1.0, steps=20, inversion_iterations=3)
     rel = float((out["samples"] - src).norm() / src.norm())
     # The same regeneration from random noise at the start level (flow: sigma_max = 1).
     import comfy.samplers
@@ -94,7 +96,7 @@ def test_inversion_then_regeneration_reconstructs_the_source(toy, toy_source):
     guider = EditGuider(model)
     guider.set_conds(encode(nodes, clip, "a red circle"), encode(nodes, clip, ""))
     guider.set_cfg(1.0)
-    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 8)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 20)
     noise = torch.randn(src.shape, generator=torch.Generator().manual_seed(0))
     rand = guider.sample(noise, torch.zeros_like(src), comfy.samplers.sampler_object("euler"), sigmas, seed=0)
     rel_rand = float((rand - src).norm() / src.norm())

@@ -41,8 +41,9 @@ from ._comfy import ROOT, ensure_comfy_path, init_weights
 DEFAULT_OUT = ROOT / "toyworld" / "weights" / "toy_wan_dit.safetensors"
 DEFAULT_VAE = ROOT / "toyworld" / "weights" / "toy_wan_vae.safetensors"
 CACHE = ROOT / ".cache" / "toyworld"
-# two heads of 128 (Wan's fixed head_dim): session 16's shipped DiT, widened from a one-head dim-128 one
-DIM, LAYERS, FFN = 256, 4, 1024
+# two heads of 128 (Wan's fixed head_dim), six blocks: the shipped DiT (session 18), widened from a
+# one-head dim-128 one in session 15 and deepened from four blocks in session 17
+DIM, LAYERS, FFN = 256, 6, 1024
 
 
 def dit_config(dim: int = DIM, layers: int = LAYERS, ffn: int = FFN) -> dict:
