@@ -43,7 +43,8 @@ for s in "${steps[@]}"; do
         mask_norm) run mask_norm "${PY[@]}" -m bench.mask_norm ;;
         demo)      run demo bash scripts/demo.sh ;;
         sanity)    run sanity "${PY[@]}" -m toyworld.sanity --samples 30
-                   run sanity2000 "${PY[@]}" -m toyworld.sanity --samples 30 --seed0 2000 ;;
+                   run sanity2000 "${PY[@]}" -m toyworld.sanity --samples 30 --seed0 2000
+                   run sanity3000 "${PY[@]}" -m toyworld.sanity --samples 30 --seed0 3000 ;;
         *) echo "unknown step $s (quality depth euler edit long mask_norm demo sanity)"; exit 2 ;;
     esac
 done
