@@ -28,7 +28,7 @@ run() {
     "$@" > "$OUT/$name.log" 2>&1
     local rc=$?
     echo "[remeasure] $name: exit $rc, $(( $(date +%s) - t0 )) s" | tee -a "$OUT/$name.log"
-    grep -v -E "^WARNING|torchaudio|Traceback|File \"|exec_module|_call_with_frames|^\s*$|import |ModuleNotFound" \
+    grep -v -E "^WARNING|torchaudio|Traceback|File \"|exec_module|_call_with_frames|^\s*$|import |ModuleNotFound|it/s\]" \
         "$OUT/$name.log" | tail -40
 }
 
