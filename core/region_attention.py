@@ -759,3 +759,26 @@ def efdm(masked: torch.Tensor, reference: torch.Tensor, dim: int = -2) -> torch.
     order = masked.argsort(dim=dim, stable=True)
     ref_sorted = reference.sort(dim=dim).values.to(masked.dtype)
     return torch.empty_like(masked).scatter_(dim, order, ref_sorted)
+
+
+def efdm_by_region(masked: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """:func:`efdm` within each region: along ``dim`` (tokens) the tokens of one label are matched to
+    the reference's values *of the same tokens*; ``labels`` [L] holds one label per token (tokens
+    beyond ``len(labels)``, e.g. HunyuanVideo's text tokens, form one more group). Masking moves an
+    object's statistics away from the background's on purpose; matching over all tokens at once
+    would pull them back towards the frame's mix, matching per region only undoes the shift each
+    region's masking caused. Labels are few: one gather / scatter per label."""
+    if masked.shape != reference.shape:
+        raise ValueError(f"masked {tuple(masked.shape)} and reference {tuple(reference.shape)} must match")
+    dim = dim % masked.dim()
+    n = masked.shape[dim]
+    lab = labels.reshape(-1).to(masked.device)
+    if lab.numel() > n:
+        raise ValueError(f"{lab.numel()} labels for {n} tokens")
+    if lab.numel() < n:   # extra tokens (joint text): their own group
+        lab = torch.cat([lab, lab.new_full((n - lab.numel(),), int(lab.max()) + 1 if lab.numel() else 0)])
+    out = torch.empty_like(masked)
+    for value in torch.unique(lab).tolist():
+        idx = torch.nonzero(lab == value).flatten()
+        out.index_copy_(dim, idx, efdm(masked.index_select(dim, idx), reference.index_select(dim, idx), dim=dim))
+    return out

@@ -15,6 +15,7 @@ from boxdirector.core.region_attention import (
     batch_plan,
     cross_attention_plan,
     efdm,
+    efdm_by_region,
     group_attention_plan,
     joint_attention_plan,
     masked_attention,
@@ -560,6 +561,33 @@ def test_efdm_is_per_item_and_per_channel():
     assert torch.allclose(out2[1], out[1] * 10.0)  # item 1 scaled, order unchanged
     with pytest.raises(ValueError):
         efdm(masked, ref[:, :, :40])
+
+
+def test_efdm_by_region_matches_each_region_to_its_own_tokens():
+    """Oracle: per (item, channel, region) the masked values' ranks pick the reference's sorted
+    values of the same tokens -- written out with Python sorting, not the production sort."""
+    gen = torch.Generator().manual_seed(3)
+    b, n, c, extra = 2, 30, 3, 4          # 4 trailing tokens without a label (joint text)
+    labels = torch.randint(0, 3, (n,), generator=gen)
+    masked = torch.randn(b, n + extra, c, generator=gen)
+    ref = torch.randn(b, n + extra, c, generator=gen) * 3 + 1
+    out = efdm_by_region(masked, ref, labels, dim=1)
+    groups = [[i for i in range(n) if int(labels[i]) == v] for v in range(3)] + [list(range(n, n + extra))]
+    for bi in range(b):
+        for ch in range(c):
+            for idx in groups:
+                if not idx:
+                    continue
+                by_rank = sorted(idx, key=lambda i: float(masked[bi, i, ch]))
+                values = sorted(float(ref[bi, i, ch]) for i in idx)
+                for i, v in zip(by_rank, values):
+                    assert float(out[bi, i, ch]) == pytest.approx(v)
+    # unlike matching over all tokens: a region whose reference is shifted keeps the shift to itself
+    shifted = ref.clone()
+    shifted[:, :n][:, labels == 1] += 100.0
+    far = efdm_by_region(masked, shifted, labels, dim=1)
+    assert bool((far[:, :n][:, labels != 1] < 50).all())
+    assert bool((efdm(masked, shifted, dim=1)[:, :n][:, labels != 1] > 50).any())
 
 
 # ------------------------------------------------------------------------------------------
