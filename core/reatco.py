@@ -140,9 +140,20 @@ def regenerate(denoise: Denoiser, x: torch.Tensor, sigmas: Sequence[float] | tor
 
 # --- 2. RAD ---------------------------------------------------------------------------------------
 
+MAP_NORMALISATIONS = ("places", "words")
+
+
 def word_maps(probs: torch.Tensor, words: Sequence[int], objects: Sequence[Sequence[int]],
-              grid: tuple[int, int, int], temperature: float = TEMPERATURE, smooth: bool = True) -> torch.Tensor:
+              grid: tuple[int, int, int], temperature: float = TEMPERATURE, smooth: bool = True,
+              normalise: str = "words") -> torch.Tensor:
     """Cross-attention maps of each object's words, as RAD's loss reads them.
+
+    ``normalise="words"`` is ReAtCo's form (below). ``"places"``: each object's map is the mean
+    attention probability of its own words, scaled to 1 at each frame's maximum -- a map that
+    compares places rather than words. ReAtCo's re-softmax assumes words carry different meanings;
+    where the text encoder mixes a phrase into every one of its tokens (contextual encoders; the toy
+    world's, by construction) it compares near-equal columns and says "no location" even where the
+    raw maps locate the object sharply (``python -m bench.cross_attention``).
 
     ``probs``: [N, T] attention probabilities of the N video tokens (model order, ``grid`` =
     (frames, height, width) row-major) over the T text keys, averaged over heads and blocks.
@@ -152,11 +163,19 @@ def word_maps(probs: torch.Tensor, words: Sequence[int], objects: Sequence[Seque
     of ``temperature`` x probabilities (so a map says "this token is about *this* word rather than
     the others"), optionally smoothed by a 3x3x3 Gaussian (sigma 0.5) over (frame, y, x), and an
     object's map is the mean of its words' maps. Returns [K, F, H, W]."""
+    if normalise not in MAP_NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {MAP_NORMALISATIONS}, got {normalise!r}")
     words = list(words)
     col = {p: i for i, p in enumerate(words)}
     missing = [p for obj in objects for p in obj if p not in col]
     if missing:
         raise ValueError(f"subject token positions {missing} are not among the prompt's words {words}")
+    if normalise == "places":
+        m = torch.stack([probs[:, list(obj)].float().mean(-1) for obj in objects])   # [K, N]
+        m = m.reshape(len(objects), *grid)
+        if smooth:
+            m = gaussian_smooth(m)
+        return m / m.flatten(2).amax(-1).clamp(min=1e-12)[..., None, None]
     a = torch.softmax(probs[:, words].float() * temperature, dim=-1)          # [N, W]
     a = a.T.reshape(len(words), *grid)                                          # [W, F, H, W]
     if smooth:

@@ -127,6 +127,20 @@ def test_word_maps_resoftmax_and_objects():
         reatco.word_maps(probs, [1], [[2]], (2, 1, 2))
 
 
+def test_place_maps_compare_places_not_words():
+    # Two words with the same map (a contextual encoder): the word re-softmax says 0.5 everywhere,
+    # the place map keeps where they point. 2 frames x 1 x 2 tokens, keys [sos, blue, square].
+    probs = torch.tensor([[0.2, 0.4, 0.4], [0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.0, 0.5, 0.5]])
+    words = reatco.word_maps(probs, [1, 2], [[1, 2]], (2, 1, 2), smooth=False)
+    assert torch.allclose(words, torch.full((1, 2, 1, 2), 0.5))
+    places = reatco.word_maps(probs, [1, 2], [[1, 2]], (2, 1, 2), smooth=False, normalise="places")
+    # per frame: the words' mean probability over that frame's maximum
+    assert torch.allclose(places[0, 0, 0], torch.tensor([1.0, 0.25]))
+    assert torch.allclose(places[0, 1, 0], torch.tensor([0.4, 1.0]))
+    with pytest.raises(ValueError, match="normalise"):
+        reatco.word_maps(probs, [1, 2], [[1]], (2, 1, 2), normalise="pixels")
+
+
 def test_gaussian_smooth_keeps_constants_and_spreads_peaks():
     x = torch.ones(1, 3, 4, 4)
     assert torch.allclose(reatco.gaussian_smooth(x), x)
