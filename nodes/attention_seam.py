@@ -13,6 +13,23 @@ A node clones the ModelPatcher and calls :func:`install` with its rule. The clon
 Rules compose like middleware: each gets the call and ``proceed`` (the next rule, ending in the
 attention the model would have run — ComfyUI's own or another pack's override). Stacking a second
 node appends its rule to a *copy* of the controller; the model it was cloned from keeps its own.
+
+The composition rule (the order rules see a call in), explicit because a rule that computes
+attention itself never calls ``proceed``, and nothing after it sees the call:
+
+1. Each rule has a ``role`` (class or instance attribute): ``OBSERVER`` reads the call (q, k, v)
+   and returns ``proceed()``'s result unchanged (ReAttention Edit's cross-attention capture);
+   ``SHAPER`` may change the output or compute it itself (Masked Attention Patch, First Frame
+   Share). A rule without a ``role`` is a shaper: it might compute attention.
+2. Every observer runs before every shaper, observers in install order, then shapers in their
+   order on the controller (install order; First Frame Share moves its rule to the front of
+   them). So an observer sees every call the family classifies, whichever shapers are installed
+   and in whatever node order. The controller checks that an observer returned ``proceed()``'s
+   result; one that did not is a bug and raises.
+3. A model call made with ``ForwardCall.purpose == RECONSTRUCT`` (set through
+   :func:`with_purpose`; ReAttention Edit's inversion) reaches no shaper: observers see it, the
+   attention is the model's own. Reconstructing the source must not be shaped by rules meant for
+   the new video (their token positions are the edit prompt's).
 """
 
 from __future__ import annotations
@@ -30,6 +47,9 @@ from . import model_families
 SEAM_KEY = "boxdirector.seam"
 CALL_KEY = "boxdirector.call"
 WRAPPER_KEY = "boxdirector.seam"
+PURPOSE_KEY = "boxdirector.purpose"    # in transformer_options: what a model call is for (ForwardCall.purpose)
+SAMPLE, RECONSTRUCT = "sample", "reconstruct"
+OBSERVER, SHAPER = "observer", "shaper"
 log = logging.getLogger("boxdirector")
 
 
@@ -44,6 +64,7 @@ class ForwardCall:
     sigma: Optional[float]
     text_len: Optional[int]             # keys of the text cross-attention (c_crossattn length)
     counters: dict = field(default_factory=dict)
+    purpose: str = SAMPLE               # RECONSTRUCT: no shaping rule applies (module docstring, rule 3)
 
     @property
     def chunk_size(self) -> int:
@@ -86,6 +107,7 @@ class AttentionCall:
 
 class Rule(Protocol):
     name: str
+    role: str          # OBSERVER or SHAPER (the default when absent); see the module docstring
 
     def attend(self, call: AttentionCall, proceed: Callable[[], torch.Tensor]) -> torch.Tensor:
         ...
@@ -118,13 +140,39 @@ class Controller:
         call = self.family.classify(q, k, v, heads, args, kwargs, fwd, topts)
         if call is None or call.kind == "other":
             return default()
+        rules = self.observers if fwd.purpose == RECONSTRUCT else self.observers + self.shapers
 
         def chain(i: int) -> Callable[[], torch.Tensor]:
-            if i == len(self.rules):
+            if i == len(rules):
                 return default
-            return lambda: self.rules[i].attend(call, chain(i + 1))
+            rule, rest = rules[i], chain(i + 1)
+            if role_of(rule) != OBSERVER:
+                return lambda: rule.attend(call, rest)
+
+            def observe():
+                seen = []
+
+                def proceed():
+                    seen.append(rest())
+                    return seen[-1]
+
+                out = rule.attend(call, proceed)
+                if not seen or out is not seen[-1]:
+                    raise RuntimeError(f"seam rule {getattr(rule, 'name', rule)!r} has role observer but did not "
+                                       "return proceed()'s result; give it role shaper or return proceed()")
+                return out
+
+            return observe
 
         return chain(0)()
+
+    @property
+    def observers(self) -> tuple:
+        return tuple(r for r in self.rules if role_of(r) == OBSERVER)
+
+    @property
+    def shapers(self) -> tuple:
+        return tuple(r for r in self.rules if role_of(r) != OBSERVER)
 
     # --- the APPLY_MODEL wrapper --------------------------------------------------------------
     def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
@@ -137,8 +185,21 @@ class Controller:
             step_fraction=step_fraction(topts),
             sigma=float(t.flatten()[0]) if torch.is_tensor(t) and t.numel() else None,
             text_len=int(c_crossattn.shape[1]) if torch.is_tensor(c_crossattn) and c_crossattn.ndim == 3 else None,
+            purpose=topts.get(PURPOSE_KEY, SAMPLE),
         )
         return executor(x, t, c_concat, c_crossattn, control, topts, **kwargs)
+
+
+def role_of(rule) -> str:
+    return getattr(rule, "role", SHAPER)
+
+
+def with_purpose(model_options: dict, purpose: str) -> dict:
+    """A copy of sampler ``model_options`` whose model calls carry ``purpose`` (e.g. RECONSTRUCT)
+    down to the seam; the dicts it shares with the original are not changed."""
+    out = dict(model_options)
+    out["transformer_options"] = {**(model_options.get("transformer_options") or {}), PURPOSE_KEY: purpose}
+    return out
 
 
 def memo(cache: dict, lock, key, build):

@@ -105,6 +105,14 @@ class VideoUNet(Family):
         return None
 
 
+def blocks_of(dm) -> list:
+    """The transformer blocks of a diffusion model in execution (and block index) order; [] if unknown."""
+    for names in (("blocks",), ("transformer_blocks",), ("double_blocks", "single_blocks")):
+        if all(hasattr(dm, n) for n in names):
+            return [b for n in names for b in getattr(dm, n)]
+    return []
+
+
 def family_of(patcher) -> Family:
     """The family of a ModelPatcher's model; UnsupportedModel names what is supported."""
     import comfy.model_base as mb

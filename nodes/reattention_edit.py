@@ -9,21 +9,30 @@ adapts ComfyUI to it:
   inversion runs without guidance), "rad" (the edit prompt, cond only: RAD reads the conditional
   pass's cross-attention) and "edit" (ordinary CFG). The guider's ``process_latent_in`` gives the
   source latent in the model's space (``model_k.latent_image``).
+* **Inversion is never shaped.** The guider's "invert" calls carry the seam's RECONSTRUCT purpose,
+  so no shaping rule chained before the edit (Masked Attention Patch, First Frame Share) changes
+  the attention that reconstructs the source: their plans are for the edit prompt's video.
 * **Cross-attention maps** come through the one attention seam (``attention_seam.install``): the
-  :class:`CrossAttentionMaps` rule, only while a RAD pass is running and only in the chosen blocks,
+  :class:`CrossAttentionMaps` rule, an observer (so it sees every call, also where a shaping rule
+  installed before it computes the attention itself), only while a RAD pass is running and only in
+  the chosen blocks,
   computes ``softmax(q k_text^T / sqrt(d))`` over the text keys (N x T, never N x N; one head at a
   time under activation checkpointing), averages the heads, keeps the prompt's word columns and
   returns the normal attention output. After the last chosen block it stops the forward pass: the
   loss depends on nothing later, so the gradient is the same and the rest is never computed.
 * **Gradients.** ComfyUI executes nodes under ``torch.inference_mode()``; autograd cannot save
-  inference tensors. The RAD pass runs under ``inference_mode(False)`` + ``enable_grad`` and the
-  diffusion model's inference-mode parameters and buffers are swapped, once, for ordinary tensors
-  of the same values (transiently one extra tensor; ComfyUI's LoRA training node sidesteps the same
-  problem by copying weights). Gradients are taken w.r.t. the latent only.
+  inference tensors. The RAD passes run under ``inference_mode(False)`` + ``enable_grad``, and
+  during each RAD step (:func:`autograd_weights`) the inference-mode parameters and buffers of the
+  modules a RAD pass runs (not the blocks after the deepest chosen one, where the pass stops) are
+  replaced by ordinary copies; the original tensors go back on the module when the step ends or
+  raises. The model is shared (ComfyUI caches it for other workflows), so it is never changed for
+  longer; the copies cost one extra copy of those weights during RAD steps only (ComfyUI's LoRA
+  training node sidesteps the same problem by copying weights). Gradients are w.r.t. the latent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -65,6 +74,7 @@ class CaptureState:
 
     active: bool = False
     maps: list = field(default_factory=list)      # per block: [N, W] head-averaged word probabilities
+    blocks: list = field(default_factory=list)    # the block each map was recorded in
     shape: tuple | None = None                 # latent shape of the captured forward
 
 
@@ -78,6 +88,7 @@ class CrossAttentionMaps:
     state: CaptureState
     stop_early: bool = True
     name: str = "reatco_maps"
+    role = attention_seam.OBSERVER   # runs before every shaping rule: sees every chosen block's call
 
     def __deepcopy__(self, memo):
         return self
@@ -95,6 +106,7 @@ class CrossAttentionMaps:
         rows = slice(cond[0] * per, cond[0] * per + 1)   # one video: the first item of the cond chunk
         q, k, mask = self.text_attention_inputs(call, rows)
         st.maps.append(word_probabilities(q, k, mask, self.columns))
+        st.blocks.append(call.block)
         st.shape = (1,) + tuple(fwd.latent_shape[1:])
         if self.stop_early and call.block == max(self.blocks):
             raise MapsComplete()
@@ -157,8 +169,10 @@ class EditGuider(comfy.samplers.CFGGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (CFGGuider's signature)
         if self.mode == "invert":
-            return comfy.samplers.sampling_function(self.inner_model, x, timestep, None, self.conds.get("source"), 1.0,
-                                                    model_options=model_options, seed=seed)
+            # Reconstructing the source: no shaping rule on the seam may change its attention.
+            return comfy.samplers.sampling_function(
+                self.inner_model, x, timestep, None, self.conds.get("source"), 1.0,
+                model_options=attention_seam.with_purpose(model_options, attention_seam.RECONSTRUCT), seed=seed)
         if self.mode == "rad":
             return comfy.samplers.sampling_function(self.inner_model, x, timestep, None, self.conds.get("positive"),
                                                     1.0, model_options=model_options, seed=seed)
@@ -174,6 +188,8 @@ class EditPlan:
     objects: tuple                   # per object: indices into ``columns`` of its subject words
     columns: tuple                   # text key positions of the prompt's words
     state: CaptureState
+    blocks: frozenset = frozenset()  # the blocks RAD reads
+    stop_early: bool = True          # a RAD pass ends after the deepest of them
     rad_strength: float = 1.0
     rad_end: float = 0.5
     refine_iterations: int = reatco.MAX_REFINE
@@ -210,20 +226,39 @@ class EditPlan:
 
 # --- the sampler function ------------------------------------------------------------------------
 
-def ensure_autograd_weights(module: torch.nn.Module) -> int:
-    """Swap inference-mode parameters / buffers for ordinary tensors of the same values."""
-    swapped = 0
-    with torch.inference_mode(False):
-        for m in module.modules():
-            for name, p in list(m._parameters.items()):
-                if p is not None and p.is_inference():
-                    m._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
-                    swapped += 1
-            for name, b in list(m._buffers.items()):
-                if b is not None and b.is_inference():
-                    m._buffers[name] = b.clone()
-                    swapped += 1
-    return swapped
+@contextlib.contextmanager
+def autograd_weights(module: torch.nn.Module, skip=()):
+    """Within the block, ``module``'s inference-mode parameters / buffers (except in the modules
+    ``skip`` and below) are ordinary copies autograd can save; on exit, also by an exception, the
+    original tensor objects are back. Yields the list of (owner, kind, name, original) swapped."""
+    skipped = {id(m) for s in skip for m in s.modules()}
+    swapped = []
+    try:
+        with torch.inference_mode(False):
+            for m in module.modules():
+                if id(m) in skipped:
+                    continue
+                for name, p in list(m._parameters.items()):
+                    if p is not None and p.is_inference():
+                        m._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+                        swapped.append((m, "_parameters", name, p))
+                for name, b in list(m._buffers.items()):
+                    if b is not None and b.is_inference():
+                        m._buffers[name] = b.clone()
+                        swapped.append((m, "_buffers", name, b))
+        yield swapped
+    finally:
+        for m, kind, name, orig in reversed(swapped):
+            getattr(m, kind)[name] = orig
+
+
+def blocks_after(diffusion_model, chosen, stop_early: bool) -> tuple:
+    """The transformer blocks a RAD pass never reaches: after the deepest chosen one, when the pass
+    stops there. Empty when the model's block list is unknown (everything is then made ready)."""
+    if not stop_early or not chosen:
+        return ()
+    blocks = model_families.blocks_of(diffusion_model)
+    return tuple(blocks[max(chosen) + 1:])
 
 
 def _sigma(x, s):
@@ -256,6 +291,7 @@ def rad_gradient(model_k, extra_args, z, sigma, plan: EditPlan, token_masks):
     for a, b in _windows(total, plan.frame_window):
         zw = z.narrow(frames_axis, a, b - a).detach().clone().requires_grad_(True)
         plan.state.maps.clear()
+        plan.state.blocks.clear()
         plan.state.active = True
         guider.mode = "rad"
         try:
@@ -268,6 +304,12 @@ def rad_gradient(model_k, extra_args, z, sigma, plan: EditPlan, token_masks):
         if not plan.state.maps:
             raise RuntimeError("ReAttention Edit: no cross-attention was recorded in the chosen blocks; check "
                                "blocks (the model has no text cross-attention there)")
+        read = sorted(plan.state.blocks)
+        if plan.blocks and read != sorted(plan.blocks):
+            raise RuntimeError(f"ReAttention Edit: blocks: cross-attention was recorded in blocks {read} of the "
+                               f"chosen {sorted(plan.blocks)}; choose blocks where the model attends to the text")
+        if plan.stats is not None:
+            plan.stats.setdefault("rad_blocks", []).append(tuple(read))
         probs = torch.stack(plan.state.maps).mean(0)                       # blocks averaged
         plan.state.maps.clear()
         grid = token_layout.token_grid(plan.layout, plan.state.shape)
@@ -320,8 +362,8 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
     # 2. editing
     region = plan.latent_region(src.shape).to(src.device)
     token_masks = plan.token_masks(src.shape).to(src.device) if plan.rad else None
-    if plan.rad:
-        stats["weights_swapped"] = ensure_autograd_weights(base.diffusion_model)
+    unreached = blocks_after(base.diffusion_model, plan.blocks, plan.stop_early) if plan.rad else ()
+    stats["weights_swapped"] = 0      # most tensors swapped in one RAD step (autograd_weights)
     rad_steps = math.ceil(plan.rad_end * steps) if plan.rad else 0
     sizes = reatco.rad_step_sizes(rad_steps)
     gen = torch.Generator().manual_seed(int(plan.seed))
@@ -338,7 +380,9 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
             t1 = time.perf_counter()
             target = reatco.refinement_target(i, steps) if plan.refine_iterations > 0 else None
             updates = 1 + (plan.refine_iterations if target is not None else 0)
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), \
+                    autograd_weights(base.diffusion_model, skip=unreached) as swapped:
+                stats["weights_swapped"] = max(stats.get("weights_swapped", 0), len(swapped))
                 zg = z.clone()
                 for it in range(updates):
                     loss, worst, grad = rad_gradient(model_k, extra_args, zg, s, plan, token_masks)
@@ -460,7 +504,7 @@ def make_plan(model, clip, prompt: str, regions: RegionSet, samples: torch.Tenso
         raise ValueError(f"blocks: {blocks!r} selects none of the model's {family.total_blocks} blocks")
     rule = CrossAttentionMaps(columns=tuple(words), blocks=chosen, state=state, stop_early=stop_early)
     plan = EditPlan(masks=regions.masks, layout=family.layout, objects=objects, columns=tuple(words), state=state,
-                    **options)
+                    blocks=chosen, stop_early=stop_early, **options)
     return attention_seam.install(model, rule), plan
 
 

@@ -230,14 +230,26 @@ def wan(tiny_model):
     return tiny_model("wan21_t2v")
 
 
-def wan_trajectory(tm, frames=None):
+def wan_doc(tm, frames=None):
     h, w = tm.pixel_size
-    doc = {"version": 1, "frames": frames or tm.pixel_frames, "width": w, "height": h, "objects": [
+    return {"version": 1, "frames": frames or tm.pixel_frames, "width": w, "height": h, "objects": [
         {"id": "sq", "prompt": "blue square", "keyframes": [{"frame": 0, "box": [0.0, 0.1, 0.4, 0.7]},
                                                             {"frame": (frames or tm.pixel_frames) - 1,
                                                              "box": [0.5, 0.3, 0.95, 0.9]}]}]}
-    return harness.run_node("BoxDirector.BBoxTrajectory", trajectory=json.dumps(doc), frames=0, width=0,
-                            height=0).result[0]
+
+
+def wan_trajectory(tm, frames=None):
+    return harness.run_node("BoxDirector.BBoxTrajectory", trajectory=json.dumps(wan_doc(tm, frames)), frames=0,
+                            width=0, height=0).result[0]
+
+
+def wan_regions(tm):
+    from boxdirector.core.masks import box_masks
+    from boxdirector.core.trajectory import parse_trajectory, sample_boxes
+
+    traj = parse_trajectory(json.dumps(wan_doc(tm)))
+    boxes, visible = sample_boxes(traj)
+    return Regions(box_masks(boxes, visible, traj.height, traj.width), ("sq",), ("blue square",))
 
 
 def wan_source(tm):
@@ -307,3 +319,100 @@ def test_validation_through_the_prompt_validator(pack_nodes):
     ok, errors = harness.validate_prompt(prompt)
     assert not ok
     assert "blocks: cannot read 'first half'" in harness.error_text({"1": errors["1"]}), errors
+
+
+# --- composition with shaping rules on the seam, and the shared model (issue 28) -----------------
+
+PROMPT = "a blue square"
+
+
+def masked_patch(model, regions, clip, blocks):
+    """Masked Attention Patch on every step, self and cross-attention, the edit's own boxes and words."""
+    (patched,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
+                                  prompt=PROMPT, start_percent=0.0, end_percent=1.0, self_attention=True,
+                                  cross_attention=True, temporal_attention=True, blocks=blocks, cond_only=False,
+                                  word_binding="per_object", special_tokens="background", mask_normalization=False,
+                                  coverage=0.5).result
+    return patched
+
+
+def wan_edit(model, tm, nodes, clip, **kw):
+    from boxdirector.nodes import reattention_edit as rea
+
+    args = {"steps": 2, "cfg": 3.0, "rad_strength": 1.0, "rad_end": 0.5, "refine_iterations": 1, "seed": 1,
+            "blocks": "all"}
+    args.update(kw)
+    return rea.run_edit(model, encode(nodes, clip, PROMPT), encode(nodes, clip, ""), wan_source(tm), wan_regions(tm),
+                        clip=clip, prompt=PROMPT, **args)
+
+
+@pytest.mark.parametrize("masked_blocks", ["all", "0%-50%"])
+def test_rad_reads_every_block_after_a_masked_attention_patch(wan, toy, pack_nodes, masked_blocks):
+    """Masked Attention Patch computes the attention of its blocks itself and never calls on; the
+    edit's map capture, installed after it, must still see the cross-attention of every block."""
+    nodes, _, _, clip = toy
+    patched = masked_patch(wan.patcher, wan_regions(wan), clip, masked_blocks)
+    out, stats = wan_edit(patched, wan, nodes, clip)
+    every = tuple(range(wan.config["num_layers"]))
+    assert stats["rad_evaluations"] >= 2 and len(stats["rad_blocks"]) == stats["rad_evaluations"]
+    assert all(read == every for read in stats["rad_blocks"]), stats["rad_blocks"]
+    assert torch.isfinite(out["samples"]).all()
+
+
+def test_inversion_is_not_shaped_by_a_masked_attention_patch(wan, toy, pack_nodes):
+    """The source is inverted with the model's own attention: the patch chained before the edit is
+    for the new video (the edit prompt's words), not for reconstructing the source."""
+    nodes, _, _, clip = toy
+    patched = masked_patch(wan.patcher, wan_regions(wan), clip, "all")
+    out, stats = wan_edit(patched, wan, nodes, clip)
+    plain_out, plain = wan_edit(wan.patcher, wan, nodes, clip)
+    assert torch.equal(stats["inverted"], plain["inverted"])
+    assert not torch.equal(out["samples"], plain_out["samples"])       # the patch does shape the edit
+
+
+def tensors_of(module):
+    """name -> (tensor object, data_ptr, is_inference) of every parameter and buffer."""
+    named = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
+    return {n: (t, t.data_ptr(), t.is_inference()) for n, t in named}
+
+
+def test_edit_leaves_the_shared_model_unchanged(toy, tiny_model_dir, pack_nodes):
+    """Under the executor's inference mode, RAD needs ordinary weights; the cached model other
+    workflows use must keep its own tensor objects (also when the edit fails), and sample the same."""
+    import tiny_models
+    from boxdirector.nodes import attention_seam
+
+    nodes, _, _, clip = toy
+    with torch.inference_mode():
+        tm = tiny_models.build_tiny_model("wan21_t2v", tiny_model_dir)   # its own patcher, loaded like the executor's
+        dm = tm.patcher.model.diffusion_model
+        before = tensors_of(dm)
+        assert all(inf for _, _, inf in before.values())
+        sample_before = tiny_models.sample(tm, steps=2, seed=4)
+
+        def unchanged():
+            now = tensors_of(dm)
+            assert now.keys() == before.keys()
+            changed = [n for n, (t, ptr, inf) in now.items() if t is not before[n][0] or (ptr, inf) != before[n][1:]]
+            assert not changed, changed[:5]
+
+        _, stats = wan_edit(tm.patcher, tm, nodes, clip, blocks="all")
+        unchanged()
+        _, first_only = wan_edit(tm.patcher, tm, nodes, clip, blocks="0")
+        unchanged()
+        # Only the modules a RAD pass runs get copies: block 1 is never reached when RAD reads block 0.
+        assert 0 < first_only["weights_swapped"] < stats["weights_swapped"]
+        assert torch.equal(tiny_models.sample(tm, steps=2, seed=4), sample_before)
+
+        class FailsInRad:
+            name = "fails_in_rad"
+
+            def attend(self, call, proceed):
+                if torch.is_grad_enabled():
+                    raise RuntimeError("boom")
+                return proceed()
+
+        broken = attention_seam.install(tm.patcher, FailsInRad())
+        with pytest.raises(RuntimeError, match="boom"):
+            wan_edit(broken, tm, nodes, clip)
+        unchanged()
