@@ -3,9 +3,12 @@ layout (``core.token_layout``), how many transformer blocks it has, and how to t
 attention call's shapes what kind of attention it is and in which block.
 
 Facts (measured on the real ComfyUI 0.3.75 classes, see tests/test_tiny_models.py):
-* Wan 2.1 / 2.2, LTX-Video: q/k/v [B, N, heads*d]; per block one self-attention (k = N video
-  tokens) then cross-attention (k = text; Wan i2v adds a separate image cross-attention call
-  first). ``transformer_options`` carries no block index, so blocks are counted per model call.
+* Wan 2.1 / 2.2, LTX-Video: q/k/v [B, N, heads*d]; each block makes the same attention calls in
+  the same order: self-attention, then the text cross-attention (Wan 2.1 i2v / FLF: self, image
+  cross-attention, text cross-attention). Calls are classified by that position, never by key
+  length: the text length may equal the video token count (Wan's 512 text tokens). ComfyUI
+  0.3.75 puts no block index in ``transformer_options`` for them, so the calls are counted per
+  model call; newer ComfyUI sets ``block_index`` for Wan, which is used when present.
 * HunyuanVideo: [B, heads, L, d] (skip_reshape); double and single blocks attend jointly over
   [video tokens, text tokens] and set block_type / block_index; the text refiner's calls before
   them set neither and are left alone.
@@ -52,16 +55,26 @@ def _call(kind, block, q, k, v, heads, args, kwargs, fwd, **info):
 class SequenceDiT(Family):
     """Wan 2.1/2.2 and LTX-Video: separate self- and cross-attention per block."""
 
+    block_calls: tuple = ("self", "cross")   # the kinds of one block's attention calls, in call order
+
     def classify(self, q, k, v, heads, args, kwargs, fwd, topts):
+        per = len(self.block_calls)
+        block = topts.get("block_index")
+        if isinstance(block, int):
+            pos = fwd.count(("call", block))
+        else:
+            i = fwd.count("call")
+            block, pos = i // per, i % per
         n = self.video_tokens(fwd)
-        if q.shape[1] != n:
+        if q.shape[1] != n or pos >= per:
             return None
-        if k.shape[1] == n:
-            return _call("self", fwd.count("self"), q, k, v, heads, args, kwargs, fwd)
-        block = fwd.counters.get("self", 1) - 1
-        if fwd.text_len is not None and k.shape[1] == fwd.text_len:
-            return _call("cross", block, q, k, v, heads, args, kwargs, fwd)
-        return _call("other", block, q, k, v, heads, args, kwargs, fwd)   # e.g. Wan i2v image tokens
+        kind = self.block_calls[pos]
+        # The position decides; a key length that contradicts it means an attention call this
+        # module does not know about (another pack's, a newer model): leave it alone.
+        want = n if kind == "self" else fwd.text_len if kind == "cross" else None
+        if want is not None and k.shape[1] != want:
+            return _call("other", block, q, k, v, heads, args, kwargs, fwd)
+        return _call(kind, block, q, k, v, heads, args, kwargs, fwd)
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,16 @@ class VideoUNet(Family):
         return None
 
 
+def wan_block_calls(dm) -> tuple:
+    """The attention calls of one Wan block, in order (comfy/ldm/wan/model.py: WanAttentionBlock runs
+    self_attn, then cross_attn; WanI2VCrossAttention attends the image tokens before the text)."""
+    from comfy.ldm.wan.model import WanI2VCrossAttention
+
+    if isinstance(dm.blocks[0].cross_attn, WanI2VCrossAttention):
+        return ("self", "other", "cross")
+    return ("self", "cross")
+
+
 def blocks_of(dm) -> list:
     """The transformer blocks of a diffusion model in execution (and block index) order; [] if unknown."""
     for names in (("blocks",), ("transformer_blocks",), ("double_blocks", "single_blocks")):
@@ -120,10 +143,11 @@ def family_of(patcher) -> Family:
     model = patcher.model
     dm = model.diffusion_model
     name = type(model).__name__
-    if isinstance(model, mb.WAN22) or getattr(model.latent_format, "latent_channels", 16) == 48 and isinstance(model, mb.WAN21):
-        return SequenceDiT("Wan 2.2 TI2V-5B", "wan22_ti2v", len(dm.blocks))
     if isinstance(model, mb.WAN21):
-        return SequenceDiT("Wan 2.1", "wan21", len(dm.blocks))
+        calls = wan_block_calls(dm)
+        if isinstance(model, mb.WAN22) or getattr(model.latent_format, "latent_channels", 16) == 48:
+            return SequenceDiT("Wan 2.2 TI2V-5B", "wan22_ti2v", len(dm.blocks), block_calls=calls)
+        return SequenceDiT("Wan 2.1", "wan21", len(dm.blocks), block_calls=calls)
     if isinstance(model, mb.LTXV):
         return SequenceDiT("LTX-Video", "ltxv", len(dm.transformer_blocks))
     if isinstance(model, mb.HunyuanVideo):

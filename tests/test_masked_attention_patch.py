@@ -7,6 +7,7 @@ blocks, plain attention outside them.
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -302,3 +303,90 @@ def test_mask_normalization_matches_the_unmasked_distribution(tiny_model):
     model = attention_seam.install(attention_seam.install(attention_seam.install(tm.patcher, Before()), rule), After())
     tiny_models.sample(tm, steps=2, patcher=model)
     assert checked and all(checked)
+
+
+# --- call sites, not key lengths (issue 28) -------------------------------------------------------
+
+def long_text_conditioning(tm, length):
+    """The family's conditioning with ``length`` text tokens (LTX-Video: its padding mask too)."""
+    pos, neg = tm.conditioning()
+    g = torch.Generator().manual_seed(11)
+    out = []
+    for cond in (pos, neg):
+        extras = dict(cond[0][1])
+        if "attention_mask" in extras:
+            mask = torch.ones((1, length), dtype=torch.long)
+            mask[:, -tiny_models.LTXV_PAD_TOKENS:] = 0
+            extras["attention_mask"] = mask
+        out.append([[torch.randn((1, length, cond[0][0].shape[-1]), generator=g), extras]])
+    return out
+
+
+class CallSites:
+    """Knows, independently of the seam's classifier, what each attention call reaching the rules
+    is: Wan and LTX-Video blocks call self-attention, then the text cross-attention (Wan i2v's
+    image cross-attention in between is left alone), block after block. Checks every output against
+    a dense reference of the masked rule for that kind."""
+
+    name = "call_sites"
+
+    def __init__(self, regions):
+        self.regions = regions
+        self.forward, self.index, self.records = None, 0, []
+
+    def attend(self, call, proceed):
+        if call.forward is not self.forward:
+            if self.forward is not None:
+                self.records.append(("end", self.index))
+            self.forward, self.index = call.forward, 0
+        kind, block = ("self", "cross")[self.index % 2], self.index // 2
+        self.index += 1
+        out = proceed()
+        lab = token_layout.token_labels(self.regions.masks, call.forward.family.layout,
+                                        (1,) + tuple(call.forward.latent_shape[1:]))
+        if kind == "self":
+            allow = lab[:, None] == lab[None, :]
+        else:
+            key_obj = torch.zeros(call.k.shape[1], dtype=torch.long)
+            for i, pos in enumerate(SUBJECTS):
+                key_obj[list(pos)] = i + 1
+            allow = lab[:, None] == key_obj[None, :]
+        ref = dense(call, allow.expand(call.q.shape[0], -1, -1))
+        err = (out.float() - ref).abs().max().item() / max(1.0, ref.abs().max().item())
+        self.records.append((kind, block, call.kind, call.block, err))
+        return out
+
+
+@pytest.mark.parametrize("family, block_index", [("wan21_t2v", False), ("wan21_t2v", True), ("wan21_i2v", False),
+                                                 ("ltxv", False)])
+def test_cross_attention_with_as_many_text_tokens_as_video_tokens(family, block_index, tiny_model):
+    """Real Wan has 512 text tokens; a video of 512 tokens must not turn its cross-attention into
+    self-attention. ``block_index``: ComfyUI's own block patch sets transformer_options' block_index
+    per block, as newer ComfyUI does for Wan."""
+    from boxdirector.nodes import attention_seam
+    from boxdirector.nodes.masked_attention import MaskedAttention
+
+    tm = tiny_model(family)
+    n = math.prod(tm.token_grid)
+    regions = regions_for(tm)
+    rule = MaskedAttention(regions=regions, subject_tokens=SUBJECTS, kinds=frozenset({"self", "cross"}),
+                           start=0.0, end=1.0, block_spec="all")
+    sites = CallSites(regions)
+    model = attention_seam.install(attention_seam.install(tm.patcher, sites), rule)
+    if block_index:
+        def numbered(i):
+            def patch(args, extra):
+                args["transformer_options"]["block_index"] = i
+                return extra["original_block"](args)
+            return patch
+
+        for i in range(tm.config["num_layers"]):
+            model.set_model_patch_replace(numbered(i), "dit", "double_block", i)
+    positive, negative = long_text_conditioning(tm, n)
+    tiny_models.sample(tm, steps=2, patcher=model, positive=positive, negative=negative)
+    recs = [r for r in sites.records if r[0] != "end"]
+    ends = [r[1] for r in sites.records if r[0] == "end"]
+    calls = 2 * tm.config["num_layers"]
+    assert ends and all(e == calls for e in ends), ends           # every model call: self + cross per block
+    assert [(r[2], r[3]) for r in recs] == [(r[0], r[1]) for r in recs], recs[:6]
+    assert max(r[4] for r in recs) <= 2e-4, recs[:6]
