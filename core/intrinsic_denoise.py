@@ -143,6 +143,7 @@ from . import token_layout
 PARAMETRISATIONS = ("ve", "flow")
 PRIOR_TARGETS = ("z", "x0_hat")
 GRADIENT_SCALES = ("per_element", "raw")
+PRIOR_KINDS = ("temporal", "temporal_contrast")   # the paper's tau; tau minus tau against displaced boxes
 MIN_CROP = 2
 
 # x -> x0_hat at noise level sigma (a 0-d tensor or float), in the sampler's space.
@@ -274,6 +275,33 @@ def adjacent_pearson(crops: torch.Tensor) -> torch.Tensor:
     return dot / torch.sqrt((sq[:, :-1] + eps) * (sq[:, 1:] + eps))
 
 
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[..., C, h, w]`` x2 -> ``[...]``: Pearson r of two crops, each channel centred over the crop,
+    all C*h*w values pooled (as :func:`adjacent_pearson`)."""
+    a = (a - a.mean(dim=(-2, -1), keepdim=True)).flatten(-3)
+    b = (b - b.mean(dim=(-2, -1), keepdim=True)).flatten(-3)
+    eps = 1e-12 * a.shape[-1]
+    return (a * b).sum(-1) / torch.sqrt(((a * a).sum(-1) + eps) * ((b * b).sum(-1) + eps))
+
+
+# One box width / height left, right, up, down: where the object must *not* have gone.
+DISPLACEMENTS = ((-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
+
+
+def displaced_boxes(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T, 4]`` -> (``[D, T, 4]`` the boxes moved by one box size in each of DISPLACEMENTS,
+    ``[D, T]`` bool: the moved box's centre is inside the frame)."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    out, ok = [], []
+    for dx, dy in DISPLACEMENTS:
+        shift = torch.stack([dx * w, dy * h, dx * w, dy * h], -1)
+        moved = boxes + shift
+        cx, cy = (moved[:, 0] + moved[:, 2]) / 2, (moved[:, 1] + moved[:, 3]) / 2
+        out.append(moved)
+        ok.append((cx > 0) & (cx < 1) & (cy > 0) & (cy < 1))
+    return torch.stack(out), torch.stack(ok)
+
+
 # --- the prior ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -288,6 +316,7 @@ class TemporalPrior:
     sizes: tuple
     frames_are_batch: bool = False
     gradient_scale: str = "per_element"
+    contrast: bool = False
 
     def __post_init__(self):
         if self.gradient_scale not in GRADIENT_SCALES:
@@ -296,7 +325,7 @@ class TemporalPrior:
     @classmethod
     def from_boxes(cls, boxes: torch.Tensor, visible: torch.Tensor, latent_shape: Sequence[int], layout=None,
                    *, frames_are_batch: bool = False, gradient_scale: str = "per_element",
-                   min_visible: float = 0.5) -> TemporalPrior:
+                   min_visible: float = 0.5, contrast: bool = False) -> TemporalPrior:
         """From pixel-frame boxes ``[K, F, 4]`` / visibility ``[K, F]`` for a latent of
         ``latent_shape`` ([B, C, T, H, W], or [F, C, H, W] with ``frames_are_batch``)."""
         shape = tuple(int(s) for s in latent_shape)
@@ -309,7 +338,7 @@ class TemporalPrior:
                 raise ValueError(f"a video latent is [B, C, T, H, W], got {shape}")
             t, h, w = shape[2], shape[3], shape[4]
         lb, lv = latent_frame_boxes(boxes, visible, t, layout, min_visible)
-        return cls(lb, lv, crop_sizes(lb, lv, h, w), frames_are_batch, gradient_scale)
+        return cls(lb, lv, crop_sizes(lb, lv, h, w), frames_are_batch, gradient_scale, contrast)
 
     # The frames-as-batch latent viewed as one video and back.
     def _video(self, z: torch.Tensor) -> torch.Tensor:
@@ -323,12 +352,38 @@ class TemporalPrior:
         return int(self._pairs().sum())
 
     def correlations(self, z: torch.Tensor) -> list:
-        """Per object: ``[B, T-1]`` Pearson r of adjacent latent frames (None if never visible)."""
+        """Per object: ``[B, T-1]`` Pearson r of adjacent latent frames (None if never visible);
+        with ``contrast``, minus the mean r of the box at t with the boxes one box size away at t+1."""
         video = self._video(z)
         if video.shape[2] != self.boxes.shape[1]:
             raise ValueError(f"prior made for {self.boxes.shape[1]} latent frames, latent has {video.shape[2]}")
-        return [None if size is None else adjacent_pearson(box_crops(video, self.boxes[k], size))
-                for k, size in enumerate(self.sizes)]
+        out = []
+        for k, size in enumerate(self.sizes):
+            if size is None:
+                out.append(None)
+                continue
+            crops = box_crops(video, self.boxes[k], size)
+            r = adjacent_pearson(crops)
+            if self.contrast:
+                r = r - self._away(video, crops, k, size)
+            out.append(r)
+        return out
+
+    def _away(self, video, crops, k, size) -> torch.Tensor:
+        """``[B, T-1]``: mean Pearson r of the box at t with the displaced boxes at t+1 (0 where none
+        is inside the frame). Static content -- background, or noise at high sigma -- correlates
+        with them as much as with the next box, so only content that follows the box scores."""
+        moved, ok = displaced_boxes(self.boxes[k].to(video.dtype))
+        total = video.new_zeros(video.shape[0], crops.shape[1] - 1)
+        count = video.new_zeros(crops.shape[1] - 1)
+        for d in range(moved.shape[0]):
+            valid = ok[d, 1:].to(video.device, video.dtype)
+            if not bool(valid.any()):
+                continue
+            away = box_crops(video, moved[d], size)
+            total = total + pearson(crops[:, :-1], away[:, 1:]) * valid
+            count = count + valid
+        return total / count.clamp(min=1)
 
     def _reduce(self, corr: list, weighted: bool, channels: int, like: torch.Tensor) -> torch.Tensor:
         pairs = self._pairs().to(like.device)

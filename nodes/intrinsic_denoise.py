@@ -37,7 +37,7 @@ log = logging.getLogger("boxdirector")
 BASE_SAMPLERS = ("euler", "ddim")
 MAX_ITERATIONS, MAX_C_G, MAX_ETA_L, MAX_ETA_K = 16, 100000.0, 0.5, 2.0
 DEFAULTS = {"iterations": 2, "c_g": 1.0, "gradient_scale": "per_element", "eta_l": 0.05, "eta_k": 1.0,
-            "start_percent": 0.0, "end_percent": 0.25, "seed": 0, "prior_on": "z"}
+            "start_percent": 0.0, "end_percent": 0.25, "seed": 0, "prior_on": "z", "prior": "temporal"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +54,7 @@ class IntrinsicConfig:
     end: float = 0.25
     seed: int = 0
     prior_on: str = "z"
+    prior: str = "temporal"
 
     def __deepcopy__(self, memo):
         return self
@@ -125,7 +126,8 @@ def prior_for(config: IntrinsicConfig, model_k, base, x: torch.Tensor) -> idn.Te
         log.warning("Temporal Intrinsic Denoise: unknown model %s; spreading the boxes evenly over its %d latent "
                     "frames", type(base).__name__, x.shape[2])
     return idn.TemporalPrior.from_boxes(config.boxes, config.visible, x.shape, layout,
-                                        frames_are_batch=frames_are_batch, gradient_scale=config.gradient_scale)
+                                        frames_are_batch=frames_are_batch, gradient_scale=config.gradient_scale,
+                                        contrast=config.prior == "temporal_contrast")
 
 
 # --- the sampler -------------------------------------------------------------------------------
@@ -237,6 +239,11 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
                                        "box agree along the path). x0_hat: on the model's denoised estimate, applied "
                                        "to the latent (makes the content it is about to draw agree); no backward "
                                        "through the model either."),
+                io.Combo.Input("prior", options=list(idn.PRIOR_KINDS), default=DEFAULTS["prior"], optional=True,
+                               tooltip="temporal: the paper's prior, how well each box's content agrees between "
+                                       "adjacent frames. temporal_contrast: minus how well it agrees with the places "
+                                       "one box size away in the next frame, so only content that follows the box "
+                                       "scores, not content (or noise) that stays put."),
                 io.Float.Input("eta_l", default=DEFAULTS["eta_l"], min=0.0, max=MAX_ETA_L, step=0.005, round=False,
                                tooltip="Step size, relative to the noise level: each iteration moves the latent this "
                                        "fraction of the way towards the model's denoised estimate (paper gamma: "
@@ -259,7 +266,7 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, base_sampler=None, gradient_scale=None, iterations=None, c_g=None, eta_l=None,
-                        eta_k=None, start_percent=None, end_percent=None, prior_on=None):
+                        eta_k=None, start_percent=None, end_percent=None, prior_on=None, prior=None):
         # ComfyUI skips its own min/max checks for the inputs named here, and (0.3.75) does not check V3
         # combo values at all: every range is checked here. Linked inputs arrive as None.
         def num(v):
@@ -267,6 +274,8 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
 
         if isinstance(base_sampler, str) and base_sampler not in BASE_SAMPLERS:
             return f"base_sampler: one of {', '.join(BASE_SAMPLERS)}, got {base_sampler!r}"
+        if isinstance(prior, str) and prior not in idn.PRIOR_KINDS:
+            return f"prior: one of {', '.join(idn.PRIOR_KINDS)}, got {prior!r}"
         if isinstance(prior_on, str) and prior_on not in idn.PRIOR_TARGETS:
             return f"prior_on: one of {', '.join(idn.PRIOR_TARGETS)}, got {prior_on!r}"
         if isinstance(gradient_scale, str) and gradient_scale not in idn.GRADIENT_SCALES:
@@ -284,14 +293,14 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
     @classmethod
     def execute(cls, base_sampler="euler", iterations=2, c_g=1.0, gradient_scale="per_element", eta_l=0.05,
                 eta_k=1.0, start_percent=0.0, end_percent=0.25, seed=0, trajectory=None, regions=None,
-                prior_on="z") -> io.NodeOutput:
+                prior_on="z", prior="temporal") -> io.NodeOutput:
         problem = cls.validate_inputs(base_sampler, gradient_scale, iterations, c_g, eta_l, eta_k, start_percent,
-                                      end_percent, prior_on)
+                                      end_percent, prior_on, prior)
         if problem is not True:
             raise ValueError(problem)
         boxes, visible = boxes_from_inputs(trajectory, regions)
         config = IntrinsicConfig(boxes=boxes.float(), visible=visible.bool(), base=base_sampler,
                                  iterations=int(iterations), c_g=float(c_g), gradient_scale=gradient_scale,
                                  eta_l=float(eta_l), eta_k=float(eta_k), start=float(start_percent),
-                                 end=float(end_percent), seed=int(seed), prior_on=prior_on)
+                                 end=float(end_percent), seed=int(seed), prior_on=prior_on, prior=prior)
         return io.NodeOutput(IntrinsicSampler(config))

@@ -78,6 +78,38 @@ def test_tau_is_pearson_of_box_content():
 
 
 @pytest.mark.core
+def test_contrast_prior_scores_content_that_follows_the_box_not_content_that_stays():
+    """The paper's tau rewards static content that looks alike under a moving box (a smooth
+    background: a shifted ramp is the same ramp once centred) as much as an object that follows the
+    box; the contrast prior subtracts the correlation with the places one box size away in the next
+    frame. Oracle: hand-placed content with known correlations."""
+    size, frames = 16, 3
+    xs = (2, 6, 10)                                            # the box moves 4 px right per frame
+    boxes = torch.tensor([[[x / size, 6 / size, (x + 4) / size, 10 / size] for x in xs]], dtype=torch.float64)
+    visible = torch.ones(1, frames, dtype=torch.bool)
+    shape = (1, 1, frames, size, size)
+    plain = idn.TemporalPrior.from_boxes(boxes, visible, shape)
+    contrast = idn.TemporalPrior.from_boxes(boxes, visible, shape, contrast=True)
+    gen = torch.Generator().manual_seed(0)
+    blob = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    follows = torch.zeros(shape, dtype=torch.float64)
+    for t, x in enumerate(xs):
+        follows[0, 0, t, 6:10, x:x + 4] = blob
+    ramp = torch.arange(size, dtype=torch.float64).expand(size, size)      # static, smooth
+    static = ramp.expand(shape).contiguous()
+    stays = torch.zeros(shape, dtype=torch.float64)
+    stays[0, 0, :, 6:10, 2:6] = blob                           # the object never leaves its first box
+    assert float(plain.value(static)[0]) == pytest.approx(1.0)
+    assert float(plain.value(follows)[0]) == pytest.approx(1.0)
+    assert float(contrast.value(static)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(contrast.value(follows)[0]) > 0.9
+    assert float(plain.value(stays)[0]) > -0.1                 # the paper's tau: not penalised
+    assert float(contrast.value(stays)[0]) == pytest.approx(-0.125)  # left behind: 1 of 4 displaced boxes, 1 of 2 pairs
+    _, g = contrast.gradient(stays)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+@pytest.mark.core
 def test_box_crop_at_pixel_centres_is_exact():
     z = torch.randn(2, 3, 2, 9, 11, dtype=torch.float64)
     boxes = torch.tensor([[2 / 11, 1 / 9, 7 / 11, 5 / 9], [0.0, 4 / 9, 3 / 11, 1.0]], dtype=torch.float64)
@@ -497,6 +529,7 @@ def node_prompt(**overrides):
     ({"eta_k": 3.0}, "eta_k"),
     ({"base_sampler": "heun"}, "base_sampler"),
     ({"gradient_scale": "unit"}, "gradient_scale"),
+    ({"prior": "spatial"}, "prior"),
 ])
 def test_node_validation_names_the_field(pack_nodes, overrides, field):
     import harness
