@@ -140,8 +140,10 @@ def main(argv=None) -> dict:
     enc = lambda t: nodes.CLIPTextEncode().encode(clip, t)[0]
     pos, neg, src_text = enc("a blue square"), enc(""), enc("a red circle")
     seeds = first_seeds(is_red_circle, args.seeds)
-    variants = [("plain", 0.0, False), ("RAD", args.rad_strength, False), ("masked", 0.0, True),
-                ("masked + RAD", args.rad_strength, True)]
+    # (name, RAD strength, chained Masked Attention Patch, RAD's maps)
+    variants = [("plain", 0.0, False, "places"), ("RAD", args.rad_strength, False, "places"),
+                ("RAD word maps", args.rad_strength, False, "words"), ("masked", 0.0, True, "places"),
+                ("masked + RAD", args.rad_strength, True, "places")]
     rows = []
     for seed in seeds:
         c = data.make_clip(seed, n_objects=1)
@@ -153,12 +155,12 @@ def main(argv=None) -> dict:
         (masked_model,) = harness.run_node(
             "BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip, prompt="a blue square",
             **{**PATCH_DEFAULTS, "blocks": args.masked_blocks, "end_percent": args.masked_end}).result
-        for name, rad, masked in variants:
+        for name, rad, masked, maps in variants:
             out, st = rea.run_edit(masked_model if masked else model, pos, neg, latent, regions, clip=clip,
                                    prompt="a blue square",
                                    source_conditioning=src_text, steps=args.steps, cfg=args.cfg, rad_strength=rad,
                                    refine_iterations=args.refine, seed=seed,
-                                   inversion_iterations=args.inversion_iterations)
+                                   inversion_iterations=args.inversion_iterations, maps=maps)
             with torch.no_grad():
                 (img,) = nodes.VAEDecode().decode(vae, out)
             img = img.reshape(-1, 128, 128, 3)
@@ -196,17 +198,18 @@ def main(argv=None) -> dict:
         v = [r[key] for r in rows if r["variant"] == name]
         return sum(v) / len(v)
 
-    locate = localisation(nodes, model, vae, clip, rea, args, enc)
+    locate = {maps: localisation(nodes, model, vae, clip, rea, args, enc, maps=maps) for maps in ("places", "words")}
     print("\nsummary over seeds", seeds, f"({args.steps} steps, cfg {args.cfg}, RAD strength {args.rad_strength}, "
           f"masked: blocks {args.masked_blocks}, end_percent {args.masked_end})")
-    for name, _rad, _masked in variants:
+    for name, *_ in variants:
         per_seed = " / ".join(f"{r['in_box']:.0%}" for r in rows if r["variant"] == name)
         print(f"  {name:13s}: background PSNR {mean('bg_psnr', name):.1f} dB (min "
               f"{min(r['bg_psnr'] for r in rows if r['variant'] == name):.1f}), blue object in box "
               f"{mean('in_box', name):.0%} of frames (per seed {per_seed}), red circle left in box "
               f"{mean('red_left', name):.0%}")
-    print(f"  cross-attention maps: RAD loss with a blue square already in its box {locate:.2f} "
-          "(0 = its words attend only inside the box, 1 = no location)")
+    print(f"  cross-attention maps: RAD loss with a blue square already in its box {locate['places']:.2f} on "
+          f"place maps, {locate['words']:.2f} on word maps (0 = its words attend only inside the box, 1 = no "
+          "location)")
     on = [r for r in rows if r["variant"] == "RAD"]
     edit_step = sum(r["step_s"] + r["rad_s"] for r in on) / sum(r["steps"] for r in on)
     rad_pass = sum(r["rad_s"] for r in on) / max(1, sum(r["rad_evaluations"] for r in on))
@@ -220,7 +223,7 @@ def main(argv=None) -> dict:
             "mem_rad": mem_rad, "localisation": locate}
 
 
-def localisation(nodes, model, vae, clip, rea, args, enc, clips: int = 3) -> float:
+def localisation(nodes, model, vae, clip, rea, args, enc, clips: int = 3, maps: str = "places") -> float:
     """RAD's loss, averaged over the second half of the steps, while a clip whose blue square
     already sits in the box is re-generated from its own inversion under its own caption (RAD
     strength ~0, so nothing is moved): how well the cross-attention maps RAD reads say where the
@@ -236,7 +239,7 @@ def localisation(nodes, model, vae, clip, rea, args, enc, clips: int = 3) -> flo
                              prompt="a blue square",
                              source_conditioning=enc("a blue square"), steps=args.steps, cfg=args.cfg,
                              rad_strength=1e-6, rad_end=1.0, refine_iterations=0, seed=seed,
-                             inversion_iterations=args.inversion_iterations)
+                             inversion_iterations=args.inversion_iterations, maps=maps)
         late = st["rad_losses"][len(st["rad_losses"]) // 2:]
         losses.append(sum(late) / len(late))
     return sum(losses) / len(losses)

@@ -58,7 +58,8 @@ log = logging.getLogger("boxdirector")
 
 DEFAULTS = {"steps": 20, "cfg": 5.0, "scheduler": "simple", "rad_strength": 1.0, "rad_end_percent": 0.5,
             "refine_iterations": reatco.MAX_REFINE, "topk_fraction": reatco.TOPK_FRACTION, "blocks": "all",
-            "frame_window": 0, "smooth_maps": True, "paste_background": True, "seed": 0, "inversion_iterations": 3}
+            "frame_window": 0, "smooth_maps": True, "paste_background": True, "seed": 0, "inversion_iterations": 3,
+            "maps": "places"}
 MAX_STEPS, MAX_STRENGTH, MAX_REFINE_ITER, MAX_WINDOW = 1000, 100.0, 100, 1024
 
 
@@ -195,6 +196,7 @@ class EditPlan:
     refine_iterations: int = reatco.MAX_REFINE
     topk_fraction: float = reatco.TOPK_FRACTION
     smooth: bool = True
+    maps: str = "places"             # reatco.MAP_NORMALISATIONS
     frame_window: int = 0
     paste_background: bool = True
     seed: int = 0
@@ -313,7 +315,8 @@ def rad_gradient(model_k, extra_args, z, sigma, plan: EditPlan, token_masks):
         probs = torch.stack(plan.state.maps).mean(0)                       # blocks averaged
         plan.state.maps.clear()
         grid = token_layout.token_grid(plan.layout, plan.state.shape)
-        maps = reatco.word_maps(probs, range(len(plan.columns)), plan.objects, grid, smooth=plan.smooth)
+        maps = reatco.word_maps(probs, range(len(plan.columns)), plan.objects, grid, smooth=plan.smooth,
+                                normalise=plan.maps)
         tm = token_masks[:, a:b] if frames_axis == 2 else token_masks
         loss, fg = reatco.rad_loss(maps, tm, plan.topk_fraction)
         (g,) = torch.autograd.grad(loss, zw)
@@ -607,6 +610,12 @@ class ReAttentionEdit(io.ComfyNode):
                                      "whole clip at once."),
                 io.Boolean.Input("smooth_maps", default=DEFAULTS["smooth_maps"],
                                  tooltip="Smooth the attention maps with a 3x3x3 Gaussian before the loss (reference)."),
+                io.Combo.Input("maps", options=list(reatco.MAP_NORMALISATIONS), default=DEFAULTS["maps"], optional=True,
+                               tooltip="places: each object's map is its own words' attention, scaled to 1 at each "
+                                       "frame's peak (where do the words look). words: ReAtCo's re-softmax of the "
+                                       "words against each other (which word owns each place); it needs words of "
+                                       "distinct meaning and reads no location where the encoder blends a phrase "
+                                       "into every token."),
                 io.Boolean.Input("paste_background", default=DEFAULTS["paste_background"],
                                  tooltip="End with the source's own latent outside the boxes (exact background). Off: "
                                          "the model's last step decides it (the reference)."),
@@ -616,10 +625,13 @@ class ReAttentionEdit(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, steps=None, cfg=None, rad_strength=None, rad_end_percent=None, refine_iterations=None,
-                        topk_fraction=None, blocks=None, frame_window=None, scheduler=None, inversion_iterations=None):
+                        topk_fraction=None, blocks=None, frame_window=None, scheduler=None, inversion_iterations=None,
+                        maps=None):
         def num(v):
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+        if isinstance(maps, str) and maps not in reatco.MAP_NORMALISATIONS:
+            return f"maps: one of {', '.join(reatco.MAP_NORMALISATIONS)}, got {maps!r}"
         if isinstance(scheduler, str) and scheduler not in comfy.samplers.SCHEDULER_NAMES:
             return f"scheduler: one of {', '.join(comfy.samplers.SCHEDULER_NAMES)}, got {scheduler!r}"
         for name, v, lo, hi in (("steps", steps, 1, MAX_STEPS), ("cfg", cfg, 0.0, 100.0),
@@ -637,9 +649,9 @@ class ReAttentionEdit(io.ComfyNode):
                 rad_strength=1.0, rad_end_percent=0.5, refine_iterations=reatco.MAX_REFINE,
                 topk_fraction=reatco.TOPK_FRACTION, blocks="all", frame_window=0, smooth_maps=True,
                 paste_background=True, inversion_iterations=3, trajectory=None, regions=None, clip=None,
-                source_conditioning=None) -> io.NodeOutput:
+                source_conditioning=None, maps="places") -> io.NodeOutput:
         problem = cls.validate_inputs(steps, cfg, rad_strength, rad_end_percent, refine_iterations, topk_fraction,
-                                      blocks, frame_window, scheduler, inversion_iterations)
+                                      blocks, frame_window, scheduler, inversion_iterations, maps)
         if problem is not True:
             raise ValueError(problem)
         region_set = regions_from_inputs(trajectory, regions)
@@ -649,5 +661,5 @@ class ReAttentionEdit(io.ComfyNode):
                           rad_end=float(rad_end_percent), refine_iterations=int(refine_iterations),
                           topk_fraction=float(topk_fraction), smooth=bool(smooth_maps), frame_window=int(frame_window),
                           paste_background=bool(paste_background), seed=int(seed),
-                          inversion_iterations=int(inversion_iterations))
+                          inversion_iterations=int(inversion_iterations), maps=maps)
         return io.NodeOutput(out)

@@ -300,6 +300,7 @@ def test_bad_input_is_named(wan, toy, pack_nodes):
     assert "blocks" in cls.validate_inputs(blocks="0-x")
     assert "steps" in cls.validate_inputs(steps=0)
     assert "rad_end_percent" in cls.validate_inputs(rad_end_percent=1.5)
+    assert "maps" in cls.validate_inputs(maps="pixels")
     assert cls.validate_inputs(steps=None, blocks=None) is True     # linked inputs arrive as None
 
 
