@@ -8,7 +8,18 @@ the *subject tokens'* columns for the queries inside that object's region.
 
 On the video DiTs (Wan, LTX-Video, HunyuanVideo) self-attention is joint over all (frame, row,
 col) tokens; tokens are frame-major, so the video tokens are ``T`` consecutive frames of ``S``
-tokens each (``core.token_layout``). Two rules:
+tokens each (``core.token_layout``). The rules:
+
+* ``add_first`` -- the paper on top of full attention. The paper's UNet keeps its temporal layers
+  and *appends* (K_1, V_1) to each frame's spatial self-attention (Eq. 5, "[K_i, K_1]"). On joint
+  3-D attention every frame already sees every frame, so appending frame 0's keys ``s`` more times
+  is the same as a logit bias ``log(1 + s)`` on frame 0's keys for the queries of frames >= 1
+  (a key present m times gets m times its softmax weight). s = 1: the paper's one extra copy;
+  s = 0: plain attention. Frame-0 queries are unchanged (frame 0 appended to itself changes no
+  softmax). Attention between the other frames stays: motion is not routed through frame 0.
+  Cost: two SDPA calls (frame-0 queries, the rest) with a per-key bias; no extra score work.
+  On a UNet's spatial layers (own frame only) appending frame 0 ``s`` times is ``anchor`` with
+  strength ``s``: the node maps it so.
 
 * ``paper``  -- every frame's queries attend the first latent frame's keys/values only (Eq. 5).
   Frame 0 attends itself, as before.
@@ -19,8 +30,9 @@ tokens each (``core.token_layout``). Two rules:
 * ``full``   -- no first-frame restriction (plain attention); only the mask bias applies. The node
   uses it when the bias is active and the sharing is not.
 
-Strength (``strength`` s >= 0), two different forms because the two rules differ:
+Strength (``strength`` s >= 0), different forms because the rules differ:
 
+* add_first: frame 0's K/V appended s more times, a logit bias ``log(1 + s)`` (above).
 * anchor: a logit bias ``log(s)`` on the first-frame keys, for queries of frames >= 1. s = 1 is
   plain attention over (own frame + first frame); s = 0 is own-frame attention only (no anchor);
   s > 1 pulls towards the first frame (s = e adds 1 to those logits). Equivalently the first
@@ -52,9 +64,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-MODES = ("paper", "anchor", "full")
+MODES = ("add_first", "paper", "anchor", "full")
 
-__all__ = ["MODES", "first_frame_attention", "first_frame_attention_bnc", "subject_bias", "label_groups",
+__all__ = ["MODES", "first_frame_attention", "first_frame_split", "add_first_attention", "first_frame_bias", "first_frame_attention_bnc", "subject_bias", "label_groups",
            "biased_cross_attention", "biased_cross_attention_bnc", "shared_noise", "NOISE_VARIANCE"]
 
 
@@ -94,6 +106,11 @@ def _log_strength(strength: float) -> float:
     return float("-inf") if strength <= 0 else math.log(strength)
 
 
+def first_frame_bias(strength: float) -> float:
+    """add_first's logit bias on frame 0's keys: frame 0 appended ``strength`` more times."""
+    return math.log1p(strength)
+
+
 def _video_queries(q, k, v, frames, n, mode, strength, mask, extra_bias, scale):
     """Outputs of the n video queries q [B, H, n, D] under ``mode``; k/v hold the n video keys then
     E extra keys. ``mask``: additive [b, 1, 1, Lk] or None; ``extra_bias``: [E] bias on the extra
@@ -116,12 +133,19 @@ def _video_queries(q, k, v, frames, n, mode, strength, mask, extra_bias, scale):
             parts.append(xm)
         return parts
 
-    if mode == "full":
-        if extra_bias is None or not E:
-            return _sdpa(q, k, v, mask, scale)
-        vm = mask[..., :n] if mask is not None else q.new_zeros(1, 1, 1, n)
-        xm = (mask[..., n:] if mask is not None else q.new_zeros(1, 1, 1, E)) + extra_bias.to(q.device, dtype)
-        return _sdpa(q, k, v, torch.cat([vm, xm], -1), scale)
+    if mode in ("full", "add_first"):
+        full = mask
+        if extra_bias is not None and E:
+            vm = mask[..., :n] if mask is not None else q.new_zeros(1, 1, 1, n)
+            xm = (mask[..., n:] if mask is not None else q.new_zeros(1, 1, 1, E)) + extra_bias.to(q.device, dtype)
+            full = torch.cat([vm, xm], -1)
+        if mode == "full" or frames == 1 or strength == 0:
+            return _sdpa(q, k, v, full, scale)
+        # Frame-0 queries plain; later frames' queries with log(1 + s) on frame 0's keys.
+        first = q.new_zeros(1, 1, 1, Lk)
+        first[..., :S] = first_frame_bias(strength)
+        rest = first if full is None else full + first
+        return torch.cat([_sdpa(q[:, :, :S], k, v, full, scale), _sdpa(q[:, :, S:], k, v, rest, scale)], 2)
 
     k0, v0 = k[:, :, :S], v[:, :, :S]
     kx, vx = k[:, :, n:], v[:, :, n:]
@@ -301,29 +325,52 @@ NOISE_VARIANCE = ("preserve", "paper")
 
 def shared_noise(noise: torch.Tensor, alpha: float, variance: str = "preserve", frame_dim: int = 2,
                  first: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """eps_i <- alpha * eps_1 + b * eps_i for every frame i >= 1 (frame 0 keeps its noise).
+    """Eq. 8: eps_i <- alpha * E(v_1) + b * eps_i for every frame i >= 1; frame 0 keeps its noise.
 
-    ``variance="preserve"`` (default): b = sqrt(1 - alpha^2). eps_1 and eps_i are independent unit
-    Gaussians, so every frame's noise stays a unit Gaussian -- what the sampler's sigma schedule
-    assumes (the first step scales noise by sigma_max; a smaller variance is a partly denoised
-    start the schedule does not know about). Frames correlate pairwise by alpha^2 / (alpha^2 + b^2)
-    = alpha^2 (0.04 at alpha 0.2).
-    ``variance="paper"``: b = 1 - alpha, Eq. 8 as written: at alpha = 0.2 the variance is
-    0.04 + 0.64 = 0.68 (std 0.82), so later frames start less noisy than the schedule says; kept for
-    fidelity to the paper. ``first``: the shared term (default: frame 0's own noise); the paper
-    uses the encoded first frame there.
+    ``first``: E(v_1), the encoded first frame, in the latent space the sampler adds noise in (the
+    model's ``latent_format.process_in`` of a VAE encoding); [B?, C, H, W], or a latent whose frame
+    0 is taken. ``first=None`` shares frame 0's own *noise* instead (an older form, not Eq. 8).
+
+    ``variance="preserve"`` (default) keeps every frame's noise at unit second moment -- what the
+    sampler's sigma schedule assumes (the first step scales noise by sigma_max; a smaller one is a
+    partly denoised start the schedule does not know about). With frame 0's noise (independent unit
+    Gaussians) b = sqrt(1 - alpha^2); with E(v_1), a fixed signal of mean square m per batch item,
+    b = sqrt(1 - alpha^2 m) (m ~ 1 for normalised latents, so b ~ sqrt(0.96) at alpha 0.2).
+    ``variance="paper"``: b = 1 - alpha as Eq. 8 is written (0.8 at alpha 0.2: with unit-scale
+    terms later frames start less noisy than the schedule says); kept for fidelity to the paper.
     """
     if variance not in NOISE_VARIANCE:
         raise ValueError(f"variance must be one of {NOISE_VARIANCE}, got {variance!r}")
-    if not 0.0 <= alpha <= 1.0:
+    if not 0.0 <= alpha <= 1.0 or not math.isfinite(alpha):
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if noise.shape[frame_dim] < 2 or alpha == 0.0:
         return noise.clone()
-    b = math.sqrt(1.0 - alpha * alpha) if variance == "preserve" else 1.0 - alpha
-    eps1 = noise.narrow(frame_dim, 0, 1) if first is None else first.to(noise)
+    fd = frame_dim % noise.ndim
+    if first is None:
+        eps1 = noise.narrow(fd, 0, 1)
+        m2 = torch.ones(())
+    else:
+        eps1 = first.to(noise)
+        if eps1.ndim == noise.ndim - 1:
+            eps1 = eps1.unsqueeze(fd)
+        if eps1.ndim != noise.ndim:
+            raise ValueError(f"first_frame: a latent {tuple(first.shape)} does not fit noise {tuple(noise.shape)}")
+        eps1 = eps1.narrow(fd, 0, 1)
+        want = noise.shape[:fd] + (1,) + noise.shape[fd + 1:]
+        if eps1.shape[1:] != want[1:] or eps1.shape[0] not in (1, noise.shape[0]):
+            raise ValueError(f"first_frame: its latent frame {tuple(eps1.shape)} does not match the video latent's "
+                             f"frames {want}; encode the first frame at the video's size with the model's VAE")
+        m2 = eps1.pow(2).mean(dim=tuple(range(1, eps1.ndim)), keepdim=True)
+    if variance == "paper":
+        b = torch.full_like(m2, 1.0 - alpha)
+    else:
+        if float((alpha * alpha * m2).max()) >= 1.0:
+            raise ValueError(f"alpha: {alpha} times the first frame (mean square {float(m2.max()):.3g}) already "
+                             "exceeds unit variance; lower alpha or use variance 'paper'")
+        b = (1.0 - alpha * alpha * m2).sqrt()
     out = noise.clone()
-    rest = out.narrow(frame_dim, 1, noise.shape[frame_dim] - 1)
-    rest.mul_(b).add_(alpha * eps1)
+    rest = out.narrow(fd, 1, noise.shape[fd] - 1)
+    rest.mul_(b.to(noise)).add_(alpha * eps1)
     return out
 
 
@@ -370,3 +417,71 @@ def region_frame_plan(labels: torch.Tensor, frames: int, mode: str):
             queries.append(own)
             keys.append(k)
     return ra.group_attention_plan(queries, keys, n, n)
+
+
+# --------------------------------------------------------------------------------------------
+# add_first under a region rule: the region rule's own plan, plus the frame-0 bias
+# --------------------------------------------------------------------------------------------
+
+
+def _restrict(plan, rows: torch.Tensor):
+    """``plan`` (one item's AttentionPlan, a BatchPlan of them, or None) for the queries at ``rows``
+    only, renumbered 0..len(rows)-1; every group keeps its key set."""
+    from . import region_attention as ra
+
+    if plan is None:
+        return None
+    if isinstance(plan, ra.BatchPlan):
+        return ra.BatchPlan(tuple((b, _restrict(p, rows)) for b, p in plan.items), plan.batch_size)
+    new = torch.full((plan.num_queries,), -1, dtype=torch.long)
+    new[rows] = torch.arange(rows.numel())
+    queries, keys = [], []
+    for g in plan.groups:
+        qpos = torch.arange(plan.num_queries)[g.queries] if isinstance(g.queries, slice) else g.queries.cpu()
+        kept = new[qpos]
+        kept = kept[kept >= 0]
+        if kept.numel():
+            kidx = g.queries if g.keys is None else g.keys
+            queries.append(kept)
+            keys.append(torch.arange(plan.num_keys)[kidx] if isinstance(kidx, slice) else kidx.cpu())
+    return ra.group_attention_plan(queries, keys, rows.numel(), plan.num_keys)
+
+
+def first_frame_split(plan, num_queries: int, frame_tokens: int, n_video: int) -> tuple:
+    """Split a region rule's plan (or None: unrestricted) between the queries add_first leaves alone
+    -- frame 0's video tokens and any extra (text) tokens after the ``n_video`` video tokens -- and
+    the later frames' queries, which get the frame-0 bias. Returns ((rows, plan), (rows, plan)).
+    Built once per run (a plan is a pure function of the latent shape)."""
+    a = torch.cat([torch.arange(frame_tokens), torch.arange(n_video, num_queries)])
+    b = torch.arange(frame_tokens, n_video)
+    return (a, _restrict(plan, a)), (b, _restrict(plan, b))
+
+
+def add_first_attention(q, k, v, split, first_bias, frame_tokens: int, *, heads: Optional[int] = None,
+                        key_mask=None, scale=None) -> torch.Tensor:
+    """add_first where a region rule restricts the keys: each query attends what the region plan
+    allows (PEEKABOO: its own region in every frame), and the later frames' queries also get
+    ``first_bias`` (log(1 + s), a float or one per batch item: 0 where the rule is off) on frame 0's
+    keys. ``split`` from :func:`first_frame_split`, with the plans as ``core.region_attention``
+    batch plans. q/k/v [B, H, L, D], or [B, L, H*D] with ``heads``. Two plan runs, no N x N object."""
+    from . import region_attention as ra
+
+    dim = 1 if heads else 2
+    B, Lk = q.shape[0], k.shape[dim]
+    run = (lambda qq, p, m: ra.masked_attention_bnc(qq, k, v, heads, p, key_mask=m, scale=scale)) if heads else \
+        (lambda qq, p, m: ra.masked_attention(qq, k, v, p, key_mask=m, scale=scale))
+    (rows_a, plan_a), (rows_b, plan_b) = split
+    fb = torch.as_tensor(first_bias, dtype=q.dtype, device=q.device).reshape(-1, 1)
+    bias = torch.zeros(fb.shape[0], Lk, dtype=q.dtype, device=q.device)
+    bias[:, :frame_tokens] = fb
+    base = None
+    if key_mask is not None:
+        base = _additive(key_mask, B, Lk, q.dtype).reshape(-1, Lk)
+        bias = bias + base
+    out = q.new_empty(q.shape[:dim + 1] + v.shape[dim + 1:])
+    rows_a, rows_b = rows_a.to(q.device), rows_b.to(q.device)
+    if rows_a.numel():
+        out.index_copy_(dim, rows_a, run(q.index_select(dim, rows_a), plan_a, base))
+    if rows_b.numel():
+        out.index_copy_(dim, rows_b, run(q.index_select(dim, rows_b), plan_b, bias))
+    return out

@@ -22,14 +22,21 @@ attention itself never calls ``proceed``, and nothing after it sees the call:
    ``SHAPER`` may change the output or compute it itself (Masked Attention Patch, First Frame
    Share). A rule without a ``role`` is a shaper: it might compute attention.
 2. Every observer runs before every shaper, observers in install order, then shapers in their
-   order on the controller (install order; First Frame Share moves its rule to the front of
-   them). So an observer sees every call the family classifies, whichever shapers are installed
+   order on the controller (install order; rule 4 makes their composition order-free). So an
+   observer sees every call the family classifies, whichever shapers are installed
    and in whatever node order. The controller checks that an observer returned ``proceed()``'s
    result; one that did not is a bug and raises.
 3. A model call made with ``ForwardCall.purpose == RECONSTRUCT`` (set through
    :func:`with_purpose`; ReAttention Edit's inversion) reaches no shaper: observers see it, the
    attention is the model's own. Reconstructing the source must not be shaped by rules meant for
    the new video (their token positions are the edit prompt's).
+4. Constraints, not names: a shaper that restricts which keys a query may see to a partition of
+   the tokens (Masked Attention Patch's regions) exposes ``partition(call)``, returning a
+   :class:`Partition` when it is active on the call, else None. Before any rule runs, the
+   controller gathers them once into ``call.constraints``. A shaper that can compute its own rule
+   *inside* such constraints (First Frame Share: the intersection) exposes ``composes(call)``;
+   when one says True, the rules whose partitions it took are left out of this call's chain and
+   it answers for them (including their mask normalisation). Otherwise each rule runs as usual.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ class AttentionCall:
     kwargs: dict
     forward: ForwardCall
     info: dict = field(default_factory=dict)   # family-specific facts (e.g. joint text length, SVD level)
+    constraints: tuple = ()                    # the active shapers' Partitions (module docstring, rule 4)
 
     @property
     def skip_reshape(self) -> bool:
@@ -103,6 +111,17 @@ class AttentionCall:
         if "mask" in self.kwargs:
             return self.kwargs["mask"]
         return self.args[0] if self.args else None
+
+
+@dataclass(frozen=True, eq=False)
+class Partition:
+    """A shaper's restriction of one call (rule 4): queries see only keys their ``plan`` allows."""
+
+    rule: object            # the shaper that made it (left out of the chain when a rule composes it)
+    labels: object          # region label per video token of one batch item (the family's video view)
+    plan: object            # core.region_attention plan of one batch item: exactly what the rule runs
+    on: tuple               # per CFG chunk (cond_or_uncond order): True where the restriction applies
+    normalise: bool = False  # the rule EFDM-matches its output to the unrestricted one (mask normalisation)
 
 
 class Rule(Protocol):
@@ -141,6 +160,7 @@ class Controller:
         if call is None or call.kind == "other":
             return default()
         rules = self.observers if fwd.purpose == RECONSTRUCT else self.observers + self.shapers
+        rules = constrain(call, rules)
 
         def chain(i: int) -> Callable[[], torch.Tensor]:
             if i == len(rules):
@@ -188,6 +208,16 @@ class Controller:
             purpose=topts.get(PURPOSE_KEY, SAMPLE),
         )
         return executor(x, t, c_concat, c_crossattn, control, topts, **kwargs)
+
+
+def constrain(call: AttentionCall, rules: tuple) -> tuple:
+    """Rule 4: ``call.constraints`` from the rules' partitions; the chain without the rules whose
+    partitions another rule composes."""
+    parts = tuple(p for p in (getattr(r, "partition", lambda c: None)(call) for r in rules) if p is not None)
+    call.constraints = parts
+    if parts and any(getattr(r, "composes", lambda c: False)(call) for r in rules):
+        return tuple(r for r in rules if not any(p.rule is r for p in parts))
+    return rules
 
 
 def role_of(rule) -> str:

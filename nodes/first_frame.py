@@ -4,12 +4,15 @@ and the shared-noise NOISE source, through the shared attention seam.
 The mathematics is in ``core/first_frame.py``. This file decides *when* (steps, blocks,
 cond/uncond), which frames the model's tokens form, and how the rule meets MaskedAttentionPatch.
 
-Composition with MaskedAttentionPatch, either order: the first-frame rule is always placed first
-on the seam (so the result does not depend on node order). On a self-attention call where both
-rules are active (Wan, LTX-Video, SVD), it runs their intersection -- a token attends tokens of
-its own region *and* of the first frame (+ its own frame) -- as one region plan; where only one is
-active, that one runs; on HunyuanVideo's joint calls and on cross-attention, when the masked rule
-is active it alone applies (its hard masks subsume the bias) and this rule passes the call on.
+Composition with MaskedAttentionPatch, either order, by the seam's explicit rule (attention_seam
+rule 4): the masked rule exposes its region partition of a call; where this rule composes it, it
+computes the intersection and the masked rule sits the call out. Self-attention (Wan, LTX-Video,
+SVD), every mode: a token attends tokens of its own region that this rule allows -- add_first:
+its region in *every* frame (PEEKABOO's cross-frame rule) with frame 0's keys biased; anchor: its
+region in frame 0 and its own frame; paper: in frame 0. Joint attention (HunyuanVideo): add_first
+composes the same way (the masked rule's joint plan + the bias); anchor / paper and the mask bias
+on cross-attention leave the call to the masked rule's hard masks. The masked rule's mask
+normalisation (EFDM) is applied to the intersection, onto this rule's output alone.
 """
 
 from __future__ import annotations
@@ -103,21 +106,33 @@ class FirstFrameShareRule:
                              "text tokens; connect the prompt and clip that encode this conditioning")
         return [list(p) for p in self.subject_tokens]
 
-    @staticmethod
-    def masked_rules(call) -> list:
-        topts = call.kwargs.get("transformer_options") or {}
-        ctl = topts.get(attention_seam.SEAM_KEY)
-        return [r for r in getattr(ctl, "rules", ()) if getattr(r, "name", "") == "masked_attention"]
+    def mode_for(self, call) -> str:
+        """add_first on a UNet's spatial layers (SVD: own frame only, temporal layers kept) is the
+        paper's setting exactly: frame 0 appended ``strength`` times = anchor (core module doc)."""
+        if self.mode == "add_first" and call.forward.family.layout == "svd":
+            return "anchor"
+        return self.mode
 
     # --- the attention ---------------------------------------------------------------------------
+    def composes(self, call) -> bool:
+        """attention_seam rule 4: this rule computes itself inside one region partition on self-
+        attention (all modes) and on joint attention (add_first: the region rule's own joint plan
+        plus the frame-0 bias). Elsewhere the region rule's hard masks apply alone."""
+        if len(call.constraints) != 1 or not self.active(call):
+            return False
+        return call.kind == "self" or (call.kind == "joint" and self.mode == "add_first")
+
     def attend(self, call, proceed):
         if not self.active(call):
             return proceed()
-        masked = [r for r in self.masked_rules(call) if r.active(call)]
-        if masked:
-            if call.kind == "self":
-                return self.with_regions(call, masked[0], proceed)
-            return proceed()       # joint / cross: the masked rule's hard masks apply (module doc)
+        if call.constraints:
+            if self.composes(call):
+                return self.with_regions(call, call.constraints[0], proceed)
+            return proceed()       # joint / cross: the region rule's hard masks apply (module doc)
+        return self.alone(call, proceed)
+
+    def alone(self, call, proceed):
+        """This rule on its own (no region constraint), honouring cond_only."""
         chunks = call.forward.cond_or_uncond
         if self.cond_only and any(c != 0 for c in chunks):
             ref = proceed()
@@ -130,7 +145,7 @@ class FirstFrameShareRule:
                     sl = slice(i * per, (i + 1) * per)
                     out[sl] = self.compute(call, sl, ref[sl]).to(out.dtype)
             return out
-        base = proceed() if self.mode == "paper" and self.strength < 1.0 and call.kind != "cross" else None
+        base = proceed() if self.mode_for(call) == "paper" and self.strength < 1.0 and call.kind != "cross" else None
         return self.compute(call, slice(None), base).to(call.q.dtype)
 
     def compute(self, call, sl: slice, base):
@@ -159,7 +174,7 @@ class FirstFrameShareRule:
             labels = self.labels(fwd, self.regions, self.threshold)
             groups = self.memo(("groups", labels.shape, n_text), lambda: ff.label_groups(
                 labels, self.subjects(n_text), n_text, self.mask_bias))
-        mode = self.mode
+        mode = self.mode_for(call)
         if call.skip_reshape:
             if base is not None and base.dim() == 3:   # the model's output came back as [B, L, H*D]
                 base = base.reshape(q.shape[0], q.shape[2], q.shape[1], -1).transpose(1, 2)
@@ -179,74 +194,102 @@ class FirstFrameShareRule:
         b, h, n, d = out.shape
         return out.transpose(1, 2).reshape(b, n, h * d)
 
-    def with_regions(self, call, masked, proceed):
-        """Self-attention where MaskedAttentionPatch is active too: both rules as one region plan."""
+    def with_regions(self, call, part, proceed):
+        """Both rules on one call (``part``: the region rule's Partition): their intersection, then
+        the region rule's mask normalisation, if it has one, onto this rule's output alone (the
+        attention the region mask restricts: what the region rule would have been handed)."""
+        if self.mode_for(call) == "add_first":
+            out = self.add_first_regions(call, part)
+        else:
+            out = self.frame_plan_regions(call, part)
+        if part.normalise:
+            ref = self.alone(call, proceed).to(out.dtype)
+            norm = getattr(part.rule, "normalise", None)    # the region rule's own EFDM (its scope)
+            out = norm(call, out, ref) if callable(norm) else ra.efdm(out, ref, dim=-2)
+        return out.to(call.q.dtype)
+
+    def on_chunks(self, call) -> list:
+        return [not self.cond_only or c == 0 for c in call.forward.cond_or_uncond]
+
+    def add_first_regions(self, call, part):
+        """The region rule's own plan (PEEKABOO: a token sees its region in every frame; joint text
+        keys as that rule says) plus log(1 + s) on frame 0's keys for the later frames' queries."""
+        frames, n = self.frames(call)
+        S = n // frames
+        q, k, v = call.q, call.k, call.v
+        L = q.shape[2] if call.skip_reshape else q.shape[1]
+        chunks = call.forward.cond_or_uncond
+        per = q.shape[0] // len(chunks)
+        split = self.memo(("split", id(part.plan), L, S, n), lambda: ff.first_frame_split(part.plan, L, S, n))
+        bsplit = tuple((rows, self.memo(("bsplit", id(p), part.on, per), lambda p=p: ra.batch_plan(
+            [p if on else None for on in part.on], [per] * len(chunks)))) for rows, p in split)
+        fb = ff.first_frame_bias(self.strength)
+        bias = [fb if on else 0.0 for on in self.on_chunks(call) for _ in range(per)]
+        out = ff.add_first_attention(q, k, v, bsplit, bias, S, heads=None if call.skip_reshape else call.heads,
+                                     key_mask=call.mask)
+        return self.finish(call, out) if call.skip_reshape else out
+
+    def frame_plan_regions(self, call, part):
+        """anchor / paper / bias-only (and add_first on SVD) inside the regions: one group plan."""
         fwd = call.forward
         frames, n = self.frames(call)
         svd = fwd.family.layout == "svd"
-        labels = self.labels(fwd, masked.regions, masked.threshold, call)
+        mode = self.mode_for(call)
+        labels = part.labels
         zero = torch.zeros_like(labels)
-        own_mode = "paper" if self.mode == "paper" else ("own" if self.strength == 0 else "anchor")
-        if self.mode == "full":
+        own_mode = "paper" if mode == "paper" else ("own" if self.strength == 0 else "anchor")
+        if mode == "full":
             own_mode = "all"
+        key = id(part.plan)
         plans = {
-            "both": self.memo(("plan", id(masked), labels.shape, own_mode), lambda: ff.region_frame_plan(labels, frames, own_mode)),
+            "both": self.memo(("plan", key, labels.shape, own_mode), lambda: ff.region_frame_plan(labels, frames, own_mode)),
             "ffs": self.memo(("plan", None, labels.shape, own_mode), lambda: ff.region_frame_plan(zero, frames, own_mode)),
-            "masked": self.memo(("plan", id(masked), labels.shape, "own" if svd else "all"),
+            "masked": self.memo(("plan", key, labels.shape, "own" if svd else "all"),
                                 lambda: ff.region_frame_plan(labels, frames, "own" if svd else "all")),
         }
         chunks = fwd.cond_or_uncond
-        per_chunk, which = [], []
-        for c in chunks:
-            on_f, on_m = not self.cond_only or c == 0, not masked.cond_only or c == 0
-            key = "both" if on_f and on_m else "ffs" if on_f else "masked" if on_m else None
-            per_chunk.append(plans[key] if key else None)
-            which.append(on_f)
+        on_fs = self.on_chunks(call)
+        per_chunk = []
+        for on_f, on_m in zip(on_fs, part.on):
+            k_ = "both" if on_f and on_m else "ffs" if on_f else "masked" if on_m else None
+            per_chunk.append(plans[k_] if k_ else None)
         q, k, v = call.q, call.k, call.v
         if svd:
             b, s, c = q.shape
             q, k, v = (x.reshape(b // frames, frames * s, c) for x in (q, k, v))
-        batch = q.shape[0] if not call.skip_reshape else q.shape[0]
+        batch = q.shape[0]
         per = batch // len(chunks)
-        bplan = self.memo(("batch", own_mode, id(masked), tuple(chunks), per, labels.shape),
+        bplan = self.memo(("batch", own_mode, key, tuple(chunks), tuple(on_fs), part.on, per, labels.shape),
                           lambda: ra.batch_plan(per_chunk, [per] * len(chunks)))
         key_mask = call.mask
-        if self.mode == "anchor" and self.strength not in (0.0, 1.0):
+        if mode == "anchor" and self.strength not in (0.0, 1.0):
             # log(s) on the first frame's keys, chunks where this rule is on (frame-0 queries see only
             # frame-0 keys, where a constant bias cancels: the core's anchor rule exactly).
             S = n // frames
             kb = torch.zeros(batch, n, dtype=q.dtype, device=q.device)
-            for i, on in enumerate(which):
+            for i, on in enumerate(on_fs):
                 if on:
                     kb[i * per:(i + 1) * per, :S] = math.log(self.strength)
             if key_mask is not None:
                 kb = kb + key_mask.reshape(key_mask.shape[0], -1).to(kb.dtype)
             key_mask = kb
-        if call.skip_reshape:
-            out = self.finish(call, ra.masked_attention(q, k, v, bplan, key_mask=key_mask))
-        else:
-            out = ra.masked_attention_bnc(q, k, v, call.heads, bplan, key_mask=key_mask)
+
+        def run(plan):
+            if call.skip_reshape:
+                return self.finish(call, ra.masked_attention(q, k, v, plan, key_mask=key_mask))
+            return ra.masked_attention_bnc(q, k, v, call.heads, plan, key_mask=key_mask)
+
+        out = run(bplan)
+        if mode == "paper" and self.strength < 1.0:
+            # blend with the region rule's own output (what the model runs under it), not plain attention
+            mplan = self.memo(("mbatch", key, part.on, per, labels.shape), lambda: ra.batch_plan(
+                [plans["masked"] if on else None for on in part.on], [per] * len(chunks)))
+            key_mask = call.mask
+            s_ = float(self.strength)
+            out = s_ * out + (1.0 - s_) * run(mplan).to(out.dtype)
         if svd:
             out = out.reshape(b, s, -1)
-        if self.mode == "paper" and self.strength < 1.0:
-            ref = proceed()
-            s_ = float(self.strength)
-            out = s_ * out + (1.0 - s_) * ref.to(out.dtype)
-        return out.to(call.q.dtype)
-
-
-def install_first(model, rule):
-    """``attention_seam.install`` with this pack's first-frame rules moved to the front of the chain,
-    so that FirstFrameShare and MaskedAttentionPatch compose the same in either node order."""
-    m = attention_seam.install(model, rule)
-    topts = m.model_options["transformer_options"]
-    ctl = topts[attention_seam.SEAM_KEY]
-    first = tuple(r for r in ctl.rules if getattr(r, "name", "") == RULE_NAME)
-    rest = tuple(r for r in ctl.rules if getattr(r, "name", "") != RULE_NAME)
-    ctl = type(ctl)(ctl.family, first + rest, ctl.inner)
-    topts[attention_seam.SEAM_KEY] = ctl
-    topts["optimized_attention_override"] = ctl
-    return m
+        return out
 
 
 class FirstFrameShare(io.ComfyNode):
@@ -322,7 +365,7 @@ class FirstFrameShare(io.ComfyNode):
                                    start=start_percent, end=end_percent, block_spec=blocks, cond_only=cond_only,
                                    regions=regions, subject_tokens=subjects, mask_bias=float(mask_bias),
                                    threshold=coverage)
-        return io.NodeOutput(install_first(model, rule))
+        return io.NodeOutput(attention_seam.install(model, rule))
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,13 +373,41 @@ class FirstFrameShare(io.ComfyNode):
 # --------------------------------------------------------------------------------------------
 
 
+SHARED_TERMS = ("encoded_first_frame", "first_frame_noise")
+
+
+def encoded_first_frame(model, latent=None, image=None, vae=None) -> Optional[torch.Tensor]:
+    """E(v_1) in the sampler's space: frame 0 of a LATENT (VAE Encode's output), or ``image``'s first
+    frame encoded with ``vae``; then ``latent_format.process_in`` -- the sampler adds noise to the
+    processed latent, so Eq. 8's sum must be in that space too. None when neither is given."""
+    if latent is None and image is None:
+        return None
+    if latent is not None and image is not None:
+        raise ValueError("first_frame / image: connect one of them (the encoded first frame, or the image and vae)")
+    if model is None:
+        raise ValueError("model: connect the model you sample with: the first frame's latent is scaled the way "
+                         "the sampler scales latents (its latent format) before it is mixed into the noise")
+    if image is not None:
+        if vae is None:
+            raise ValueError("vae: an image as the first frame needs the VAE to encode it (or connect a LATENT "
+                             "from VAE Encode to first_frame instead)")
+        x = vae.encode(image[:1, :, :, :3])
+    else:
+        x = latent["samples"]
+    if x.ndim == 4:             # an image latent [B, C, H, W]: one frame
+        x = x.unsqueeze(2)
+    if x.ndim != 5:
+        raise ValueError(f"first_frame: needs a video model's latent [B, C, T, H, W], got {tuple(x.shape)}")
+    return model.model.latent_format.process_in(x[:, :, :1].float())
+
+
 class SharedFirstFrameNoise:
     """ComfyUI's NOISE protocol (``seed`` + ``generate_noise(input_latent)``), like
     Noise_RandomNoise: the same seeded Gaussian noise, then every later latent frame is mixed with
-    the first frame's (core.first_frame.shared_noise)."""
+    ``first`` (E(v_1), Eq. 8) or, when None, frame 0's noise (core.first_frame.shared_noise)."""
 
-    def __init__(self, seed: int, alpha: float, variance: str):
-        self.seed, self.alpha, self.variance = seed, alpha, variance
+    def __init__(self, seed: int, alpha: float, variance: str, first: Optional[torch.Tensor] = None):
+        self.seed, self.alpha, self.variance, self.first = seed, alpha, variance, first
 
     def generate_noise(self, input_latent):
         import comfy.sample
@@ -346,7 +417,7 @@ class SharedFirstFrameNoise:
         if latent.ndim != 5:
             raise ValueError(f"noise: shared first-frame noise needs a video latent [B, C, T, H, W], got "
                              f"{tuple(latent.shape)}; use it with Wan / HunyuanVideo / LTX-Video latents")
-        return ff.shared_noise(noise, self.alpha, self.variance, frame_dim=2)
+        return ff.shared_noise(noise, self.alpha, self.variance, frame_dim=2, first=self.first)
 
 
 class SharedNoise(io.ComfyNode):
@@ -358,22 +429,55 @@ class SharedNoise(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "A NOISE for SamplerCustomAdvanced: seeded Gaussian noise in which every latent frame after the "
-                "first is mixed with the first frame's noise, eps_i = alpha * eps_1 + b * eps_i (dynamic mask "
-                "guidance). Anchors colour and layout; too much alpha freezes motion."),
+                "first is mixed with the ENCODED FIRST FRAME, eps_i = alpha * E(v1) + b * eps_i (dynamic mask "
+                "guidance, Eq. 8). Make the first frame with any image workflow and VAE Encode it. Anchors "
+                "colour and layout; too much alpha freezes motion."),
             inputs=[
                 io.Int.Input("noise_seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the Gaussian noise (the same noise as Random Noise with this seed "
                                      "before mixing)."),
                 io.Float.Input("alpha", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="Share of the first frame's noise in every later frame (paper: 0.2)."),
+                               tooltip="Share of the first frame in every later frame's noise (paper: 0.2)."),
                 io.Combo.Input("variance", options=list(ff.NOISE_VARIANCE), default="preserve",
-                               tooltip="preserve: b = sqrt(1 - alpha^2), every frame's noise stays unit variance "
-                                       "(what the sigma schedule assumes). paper: b = 1 - alpha as in the paper "
-                                       "(variance 0.68 at alpha 0.2: later frames start less noisy)."),
+                               tooltip="preserve: b chosen so every frame's noise keeps unit variance (what the "
+                                       "sigma schedule assumes): sqrt(1 - alpha^2 x the first frame's mean square). "
+                                       "paper: b = 1 - alpha as written in the paper."),
+                io.Combo.Input("shared", options=list(SHARED_TERMS), default="encoded_first_frame",
+                               tooltip="encoded_first_frame: the paper's Eq. 8, needs first_frame (or image + vae) "
+                                       "and model. first_frame_noise: mixes frame 0's NOISE instead (an older form, "
+                                       "not the paper's; needs no first frame)."),
+                io.Latent.Input("first_frame", optional=True,
+                                tooltip="The encoded first frame (VAE Encode of your first image, at the video's "
+                                        "size). Its first latent frame is used."),
+                io.Image.Input("image", optional=True,
+                               tooltip="Instead of first_frame: the first frame as an image, encoded here with vae."),
+                io.Vae.Input("vae", optional=True, tooltip="Encodes image (only with image)."),
+                io.Model.Input("model", optional=True,
+                               tooltip="The model you sample with: the first frame's latent is scaled as the "
+                                       "sampler scales latents (its latent format). Needed with a first frame."),
             ],
             outputs=[io.Noise.Output(tooltip="Noise for SamplerCustomAdvanced.")],
         )
 
     @classmethod
-    def execute(cls, noise_seed, alpha=0.2, variance="preserve") -> io.NodeOutput:
-        return io.NodeOutput(SharedFirstFrameNoise(noise_seed, alpha, variance))
+    def validate_inputs(cls, alpha=None):
+        if isinstance(alpha, float) and not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+            return f"alpha: must be a number between 0 and 1, got {alpha}"
+        return True
+
+    @classmethod
+    def execute(cls, noise_seed, alpha=0.2, variance="preserve", shared="encoded_first_frame", first_frame=None,
+                image=None, vae=None, model=None) -> io.NodeOutput:
+        if shared not in SHARED_TERMS:
+            raise ValueError(f"shared: must be one of {SHARED_TERMS}, got {shared!r}")
+        if shared == "first_frame_noise":
+            if first_frame is not None or image is not None:
+                raise ValueError("shared: first_frame_noise ignores the connected first frame; set shared to "
+                                 "encoded_first_frame (Eq. 8) or disconnect the first frame")
+            return io.NodeOutput(SharedFirstFrameNoise(noise_seed, alpha, variance))
+        first = encoded_first_frame(model, first_frame, image, vae)
+        if first is None:
+            raise ValueError("first_frame: shared = encoded_first_frame (the paper's Eq. 8) needs the encoded first "
+                             "frame: connect first_frame (VAE Encode of your first image) or image + vae, and "
+                             "model; or set shared to first_frame_noise (frame 0's noise, not Eq. 8)")
+        return io.NodeOutput(SharedFirstFrameNoise(noise_seed, alpha, variance, first))

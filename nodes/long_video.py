@@ -7,24 +7,33 @@ box guidance per chunk: the MaskedAttentionPatch rule on the chunk's slice of th
 
 from __future__ import annotations
 
+import math
+
 import torch
 from comfy_api.latest import io
 
+from ..core import first_frame as ff
 from ..core import long_video as lv
 from ..core import token_layout
 from ..core.regions import Regions as RegionSet
 from . import attention_seam, model_families, types
 from .common import CATEGORY, node_id
-from .first_frame import FirstFrameShareRule, install_first
+from .first_frame import FirstFrameShareRule
 from .masked_attention import MaskedAttention
 from .subject_tokens import find_subject_tokens
 
 
-def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, noise_mask):
-    """One chunk through ComfyUI's own sampler (comfy.sample.sample, what KSampler runs)."""
+def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, noise_mask,
+                 first=None, noise_share=0.0):
+    """One chunk through ComfyUI's own sampler (comfy.sample.sample, what KSampler runs). ``first``:
+    the chunk's encoded first frame (a raw latent frame), mixed into the later frames' noise by
+    ``noise_share`` (Eq. 8, unit variance kept; core.first_frame.shared_noise)."""
     import comfy.sample
 
     noise = comfy.sample.prepare_noise(latent, seed)
+    if first is not None and noise_share > 0:
+        e1 = model.model.latent_format.process_in(first[:, :, :1].float())   # the space noise is added in
+        noise = ff.shared_noise(noise, noise_share, "preserve", frame_dim=2, first=e1)
     return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                noise_mask=noise_mask, seed=seed, disable_pbar=True)
 
@@ -33,6 +42,15 @@ def is_image_to_video(model) -> bool:
     """A Wan image-to-video model (Wan 2.1 I2V, Wan 2.2 I2V A14B): ComfyUI builds WAN21 with
     ``image_to_video=True`` and its patch embedding takes 16 noise + 4 mask + 16 image channels."""
     return bool(getattr(model.model, "image_to_video", False))
+
+
+def start_frame(conditioning):
+    """The encoded start image of image-to-video conditioning (concat_latent_image's frame 0), or None."""
+    for _, opts in conditioning:
+        img = opts.get("concat_latent_image")
+        if img is not None and img.ndim == 5:
+            return img[:, :, :1]
+    return None
 
 
 def continue_from(positive, negative, vae, prev, overlap):
@@ -50,6 +68,9 @@ def continue_from(positive, negative, vae, prev, overlap):
     length = 1 + 4 * (prev.shape[2] - 1)
     pos, neg, _ = WanImageToVideo.execute(positive, negative, vae, w, h, length, 1, start_image=start).result
     return pos, neg
+
+
+SHARE_MODES = ("add_first", "anchor")
 
 
 class LongVideoChunks(io.ComfyNode):
@@ -83,8 +104,17 @@ class LongVideoChunks(io.ComfyNode):
                 io.Boolean.Input("first_frame_share", default=True,
                                  tooltip="Every frame's self-attention also attends the chunk's first frame (the "
                                          "anchor): anchor mode of First Frame Share, on every chunk."),
+                io.Combo.Input("share_mode", options=list(SHARE_MODES), default="add_first",
+                               tooltip="add_first: full attention, the first frame's keys weigh 1 + strength "
+                                       "(the paper's appended K/V). anchor: each frame attends only its own frame "
+                                       "and the first (faster on long chunks; cuts attention between other frames)."),
                 io.Float.Input("share_strength", default=1.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="First-frame key weight (log(strength) logit bias; 1 = plain)."),
+                               tooltip="add_first: frame 0's K/V appended this many more times (log(1 + strength) "
+                                       "bias; 0 = plain). anchor: its key weight (log(strength); 1 = plain)."),
+                io.Float.Input("noise_share", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="Eq. 8 shared noise: every chunk after the first (and an image-to-video "
+                                       "chunk with a start image) mixes its encoded first frame into the later "
+                                       "frames' noise by this share (unit variance kept). 0 = plain noise."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Noise seed of the first chunk; chunk i uses seed + i."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps per chunk."),
@@ -125,15 +155,18 @@ class LongVideoChunks(io.ComfyNode):
         return list(comfy.samplers.KSampler.SCHEDULERS)
 
     @classmethod
-    def validate_inputs(cls, overlap, anchor_first_frame):
+    def validate_inputs(cls, overlap=None, anchor_first_frame=None, share_strength=None, noise_share=None):
+        for name, v, hi in (("share_strength", share_strength, 10.0), ("noise_share", noise_share, 1.0)):
+            if isinstance(v, float) and not (math.isfinite(v) and 0.0 <= v <= hi):
+                return f"{name}: must be a number between 0 and {hi:g}, got {v}"
         if isinstance(overlap, int) and anchor_first_frame is False and overlap < 1:
             return "overlap: needs at least 1 latent frame without anchor_first_frame (chunks must continue each other)"
         return True
 
     @classmethod
     def execute(cls, model, positive, negative, latent, length=241, overlap=1, anchor_first_frame=True,
-                first_frame_share=True, share_strength=1.0, seed=0, steps=20, cfg=5.0, sampler_name="euler",
-                scheduler="simple", regions=None, box_end_percent=0.3, vae=None, clip=None,
+                first_frame_share=True, share_mode="add_first", share_strength=1.0, noise_share=0.2, seed=0, steps=20,
+                cfg=5.0, sampler_name="euler", scheduler="simple", regions=None, box_end_percent=0.3, vae=None, clip=None,
                 prompt="") -> io.NodeOutput:
         import comfy.sample
         import comfy.utils
@@ -180,7 +213,9 @@ class LongVideoChunks(io.ComfyNode):
                              "cannot be masked; connect the clip that encoded the prompt, or clear the prompt")
         base = model
         if first_frame_share:
-            base = install_first(model, FirstFrameShareRule(mode="anchor", strength=float(share_strength)))
+            if share_mode not in SHARE_MODES:
+                raise ValueError(f"share_mode: must be one of {SHARE_MODES}, got {share_mode!r}")
+            base = attention_seam.install(model, FirstFrameShareRule(mode=share_mode, strength=float(share_strength)))
         pbar = comfy.utils.ProgressBar(len(chunks))
         outs = []
         done = {}
@@ -204,7 +239,10 @@ class LongVideoChunks(io.ComfyNode):
                     mask[:, :, j] = 0.0
                 if not ch.known:
                     mask = None
-            out = sample_chunk(m, seed + i, steps, cfg, sampler_name, scheduler, pos, neg, lat, mask)
+            # Eq. 8: the chunk's first frame -- the anchor / overlap frame, or the start image -- is known
+            first = start_frame(pos) if i2v else (lat[:, :, :1] if ch.known else None)
+            out = sample_chunk(m, seed + i, steps, cfg, sampler_name, scheduler, pos, neg, lat, mask, first,
+                               noise_share)
             for j, g in enumerate(ch.frames):
                 if j >= ch.known:
                     done[g] = out[:, :, j]

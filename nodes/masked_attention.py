@@ -114,6 +114,23 @@ class MaskedAttention:
                 return False
         return True
 
+    def partition(self, call: attention_seam.AttentionCall):
+        """This rule's restriction of ``call`` for a rule that composes with it (attention_seam, rule 4),
+        or None when it does not apply to the call."""
+        if call.kind not in ("self", "joint", "cross") or not self.active(call):
+            return None
+        fwd = call.forward
+        if fwd.family.layout == "svd":
+            if call.kind != "self":
+                return None
+            shape = (call.info["frames"],) + tuple(fwd.latent_shape[1:])
+            labels = self.memo(("svd-labels", shape, call.info["level"]), lambda: token_layout.svd_spatial_labels(
+                self.regions.masks, shape, level=call.info["level"], threshold=self.threshold).reshape(-1))
+        else:
+            labels = self.video_labels(fwd)
+        on = tuple(not self.cond_only or c == 0 for c in fwd.cond_or_uncond)
+        return attention_seam.Partition(self, labels, self.object_plan(call), on, self.mask_norm)
+
     # --- plans, built once per latent shape ---------------------------------------------------
     def memo(self, key, build):
         return attention_seam.memo(self._cache, self._lock, key, build)

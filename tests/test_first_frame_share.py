@@ -90,7 +90,9 @@ class Probe:
             frames = call.info["frames"]
             b, h, s, d = q.shape
             view = lambda x: x.reshape(b // frames, frames, h, s, -1).transpose(1, 2).reshape(b // frames, h, frames * s, -1)  # noqa: E731
-            out = dense_ref(view(q), view(k), view(v), frames, frames * s, self.mode, self.strength,
+            # UNet spatial layers see their own frame only: frame 0 appended = the anchor rule
+            mode = "anchor" if self.mode == "add_first" else self.mode
+            out = dense_ref(view(q), view(k), view(v), frames, frames * s, mode, self.strength,
                             base=view(plain))
             out = out.reshape(b // frames, h, frames, s, -1).transpose(1, 2).reshape(b, h, s, -1)
             return back(call, out)
@@ -140,13 +142,12 @@ def ffs_rule(tm, mode="anchor", strength=0.5, bias=1.5, blocks_spec=None, end=0.
 
 
 def patched(tm, **kw):
-    from boxdirector.nodes.first_frame import install_first
 
     rule, regions, blocks, bias = ffs_rule(tm, **kw)
     probe = Probe(regions, rule.mode, rule.strength, 0.0, rule.end, blocks, bias)
     from boxdirector.nodes import attention_seam
 
-    model = put_first(install_first(attention_seam.install(tm.patcher, probe), rule), "probe")
+    model = put_first(attention_seam.install(attention_seam.install(tm.patcher, probe), rule), "probe")
     return model, probe
 
 
@@ -169,6 +170,55 @@ def test_every_attention_call_gets_the_anchor_rule(family, tiny_model):
     check(probe, family)
 
 
+@pytest.mark.parametrize("family", tiny_models.FAMILIES)
+def test_every_attention_call_gets_the_add_first_rule(family, tiny_model):
+    model, probe = patched(tm := tiny_model(family), mode="add_first", strength=1.0, bias=1.5)
+    tiny_models.sample(tm, steps=4, patcher=model)
+    check(probe, family)
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "hunyuan_video"])
+def test_add_first_keeps_attention_between_later_frames(family, tiny_model, pack_nodes):
+    """Issue 28: through the node, in a real sampler, add_first is full joint attention with
+    log(1 + strength) on frame 0's keys for frames >= 1 (dense reference), so a frame-2 query's
+    output depends on frame-1 keys -- anchor / paper cut that path (the same check fails there)."""
+    tm = tiny_model(family)
+    (model,) = harness.run_node("BoxDirector.FirstFrameShare", model=tm.patcher, mode="add_first", strength=1.0,
+                                start_percent=0.0, end_percent=1.0, blocks="all", cond_only=False, prompt="",
+                                mask_bias=0.0, coverage=0.5).result
+    errs, moved = [], []
+
+    class Check:
+        name = "check"
+
+        def attend(self, call, proceed):
+            out = proceed()
+            if call.kind not in ("self", "joint"):
+                return out
+            q, k, v = to4(call, call.q), to4(call, call.k), to4(call, call.v)
+            lk = k.shape[2]
+            grid = token_layout.token_grid(call.forward.family.layout, call.forward.latent_shape)
+            n, S = math.prod(grid), math.prod(grid[1:])
+            fr = torch.full((lk,), -1)
+            fr[:n] = torch.arange(n) // S
+            bias = torch.where((fr[:, None] >= 1) & (fr[None, :] == 0), math.log(2.0), 0.0)
+            km = additive(call.mask, lk)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias + (0 if km is None else km)
+            errs.append((out.float() - back(call, scores.softmax(-1) @ v)).abs().max().item())
+            # without frame-1 keys for frame-2 queries the output would differ
+            cut = scores.masked_fill((fr[:, None] == 2) & (fr[None, :] == 1), float("-inf"))
+            d = out.float() - back(call, cut.softmax(-1) @ v)
+            moved.append((d[:, 2 * S:3 * S] if d.dim() == 3 else d[:, :, 2 * S:3 * S]).abs().max().item())
+            return out
+
+    from boxdirector.nodes import attention_seam
+
+    checked = put_first(attention_seam.install(model, Check()), "check")
+    tiny_models.sample(tm, steps=2, patcher=checked)
+    assert errs and max(errs) < 2e-4
+    assert min(moved) > 1e-3
+
+
 @pytest.mark.parametrize("family", ["wan21_t2v", "hunyuan_video", "svd"])
 def test_every_attention_call_gets_the_paper_rule(family, tiny_model):
     tm = tiny_model(family)
@@ -179,7 +229,6 @@ def test_every_attention_call_gets_the_paper_rule(family, tiny_model):
 
 def test_cond_only_matches_the_rule_on_cond_and_plain_on_uncond(tiny_model):
     from boxdirector.nodes import attention_seam
-    from boxdirector.nodes.first_frame import install_first
 
     tm = tiny_model("wan21_t2v")
     rule, regions, blocks, bias = ffs_rule(tm, mode="anchor", strength=2.0, bias=0.0, blocks_spec="all", end=1.0,
@@ -202,7 +251,7 @@ def test_cond_only_matches_the_rule_on_cond_and_plain_on_uncond(tiny_model):
                     seen.append((out.float()[i] - back(call, want[None])[0]).abs().max().item())
             return out
 
-    model = put_first(install_first(attention_seam.install(tm.patcher, Check()), rule), "check")
+    model = put_first(attention_seam.install(attention_seam.install(tm.patcher, Check()), rule), "check")
     tiny_models.sample(tm, steps=2, patcher=model)
     assert seen and max(seen) < 2e-4
 
@@ -234,13 +283,15 @@ def test_composes_with_masked_attention_in_either_order(family, tiny_model, pack
     (b,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=b, **masked_kw).result
     from boxdirector.nodes import attention_seam
 
+    # no reordering by name: node order is kept, the result does not depend on it (seam rule 4)
     names = [[r.name for r in attention_seam.controller_of(m).rules] for m in (a, b)]
-    assert names == [["first_frame_share", "masked_attention"]] * 2
+    assert names == [["masked_attention", "first_frame_share"], ["first_frame_share", "masked_attention"]]
     # both rules see the calls: a counter after each of them
     results, seen = [], []
     for m in (a, b):
         ctl = attention_seam.controller_of(m)
-        ffs_r, masked_r = ctl.rules
+        ffs_r, = (r for r in ctl.rules if r.name == "first_frame_share")
+        masked_r, = (r for r in ctl.rules if r.name == "masked_attention")
         inner = Counter("after_masked", "")
         mid = Counter("after_ffs", "")
         m2 = attention_seam.install(attention_seam.install(attention_seam.install(
@@ -263,25 +314,40 @@ def test_composes_with_masked_attention_in_either_order(family, tiny_model, pack
         assert any(c[2] == 0.25 and c[0] in kinds for c in mid.calls)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "svd"])
-def test_intersection_with_masked_attention_matches_dense(family, tiny_model):
+def efdm_ref(x, ref):
+    """EFDM written out (test oracle): along tokens (dim -2), x's k-th smallest takes ref's k-th smallest."""
+    out = torch.empty_like(x)
+    return out.scatter_(-2, x.argsort(dim=-2, stable=True), ref.sort(dim=-2).values)
+
+
+@pytest.mark.parametrize("family,mode,norm", [
+    ("wan21_t2v", "anchor", False), ("svd", "anchor", False),
+    ("wan21_t2v", "add_first", False), ("svd", "add_first", False), ("hunyuan_video", "add_first", False),
+    ("wan21_t2v", "add_first", True), ("hunyuan_video", "add_first", True), ("wan21_t2v", "anchor", True)])
+def test_intersection_with_masked_attention_matches_dense(family, mode, norm, tiny_model):
+    """Both rules on: a token sees what BOTH allow -- add_first: its own region in every frame
+    (PEEKABOO's cross-frame rule; joint text keys as the masked rule says) with log(1 + s) on frame
+    0's keys for frames >= 1; anchor: its region in frame 0 and its own frame. With the masked
+    rule's mask normalisation on, EFDM maps that onto the first-frame rule's output alone (it used
+    to be skipped silently)."""
     from boxdirector.nodes import attention_seam
-    from boxdirector.nodes.first_frame import install_first
     from boxdirector.nodes.masked_attention import MaskedAttention
 
     tm = tiny_model(family)
-    rule, regions, _, _ = ffs_rule(tm, mode="anchor", strength=1.7, bias=0.0, blocks_spec="all", end=1.0)
-    masked = MaskedAttention(regions=regions, subject_tokens=None, kinds=frozenset({"self"}), start=0.0, end=1.0)
-    errs = []
+    rule, regions, _, _ = ffs_rule(tm, mode=mode, strength=1.7, bias=0.0, blocks_spec="all", end=1.0)
+    masked = MaskedAttention(regions=regions, subject_tokens=None, kinds=frozenset({"self"}), start=0.0, end=1.0,
+                             mask_norm=norm)
+    errs, swaps, changed = [], [], []
 
     class Check:
         name = "check"
 
         def attend(self, call, proceed):
             out = proceed()
-            if call.kind != "self":
+            if call.kind not in ("self", "joint"):
                 return out
             fwd = call.forward
+            layout = fwd.family.layout
             q, k, v = to4(call, call.q), to4(call, call.k), to4(call, call.v)
             if family == "svd":
                 frames = call.info["frames"]
@@ -290,26 +356,55 @@ def test_intersection_with_masked_attention_matches_dense(family, tiny_model):
                 b, h, s, d = q.shape
                 view = lambda x: x.reshape(b // frames, frames, h, s, -1).transpose(1, 2).reshape(b // frames, h, frames * s, -1)  # noqa: E731
                 q, k, v = view(q), view(k), view(v)
+                n = q.shape[2]
             else:
-                frames = token_layout.token_grid("wan21", fwd.latent_shape)[0]
-                lab = token_layout.token_labels(regions.masks, "wan21", (1,) + tuple(fwd.latent_shape[1:]))
-            n = q.shape[2]
+                grid = token_layout.token_grid(layout, fwd.latent_shape)
+                frames, n = grid[0], math.prod(grid)
+                lab = token_layout.token_labels(regions.masks, layout, (1,) + tuple(fwd.latent_shape[1:]))
+            lk = k.shape[2]
             S = n // frames
-            fr = torch.arange(n) // S
-            allow = (lab[:, None] == lab[None, :]) & ((fr[None, :] == 0) | (fr[None, :] == fr[:, None]))
-            bias = torch.where((fr[None, :] == 0) & (fr[:, None] > 0), math.log(1.7), 0.0)
-            scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias).masked_fill(~allow, float("-inf"))
-            ref = scores.softmax(-1) @ v
-            if family == "svd":
-                b2 = ref.shape[0]
-                ref = ref.reshape(b2, ref.shape[1], frames, S, -1).transpose(1, 2).reshape(b2 * frames, ref.shape[1], S, -1)
-            errs.append((out.float() - back(call, ref)).abs().max().item())
+            fr = torch.full((lk,), -1)
+            fr[:n] = torch.arange(n) // S
+            labs = torch.full((lk,), -1)
+            labs[:n] = lab
+            video = fr >= 0
+            later_to_first = (fr[:, None] >= 1) & (fr[None, :] == 0)
+            if mode == "add_first" and family != "svd":      # every frame, frame 0 counts 1 + s times
+                frame_ok = torch.ones(lk, lk, dtype=torch.bool)
+                bias = torch.where(later_to_first, math.log(2.7), 0.0)
+            else:                                             # own frame + frame 0, frame 0 weighted s
+                frame_ok = (fr[None, :] == 0) | (fr[None, :] == fr[:, None])
+                bias = torch.where(later_to_first, math.log(1.7), 0.0)
+            region_ok = (labs[:, None] == labs[None, :]) | ~video[None, :] | ~video[:, None]   # text: global
+            km = additive(call.mask, lk)
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias + (0 if km is None else km)
+            both = scores.masked_fill(~(frame_ok & region_ok), float("-inf")).softmax(-1) @ v
+            alone = scores.masked_fill(~frame_ok, float("-inf")).softmax(-1) @ v
+
+            def unview(x):
+                if family != "svd":
+                    return x
+                b2 = x.shape[0]
+                return x.reshape(b2, x.shape[1], frames, S, -1).transpose(1, 2).reshape(b2 * frames, x.shape[1], S, -1)
+
+            ref = back(call, unview(both))
+            if norm:
+                target = back(call, unview(alone))
+                # exactly the unrestricted output's values per channel (sorted along tokens) ...
+                errs.append((out.float().sort(dim=-2).values - target.sort(dim=-2).values).abs().max().item())
+                # ... in the intersection's rank order; near-ties (values ~1e-6 apart) may swap ranks
+                swaps.append(((out.float() - efdm_ref(ref, target)).abs() > 2e-4).float().mean().item())
+                changed.append((out.float() - ref).abs().max().item())
+            else:
+                errs.append((out.float() - ref).abs().max().item())
             return out
 
-    model = put_first(install_first(attention_seam.install(attention_seam.install(tm.patcher, Check()), masked), rule),
-                      "check")
+    model = put_first(attention_seam.install(attention_seam.install(attention_seam.install(tm.patcher, Check()),
+                                                                    masked), rule), "check")
     tiny_models.sample(tm, steps=2, patcher=model)
     assert errs and max(errs) < 2e-4
+    if norm:
+        assert max(swaps) < 0.01 and max(changed) > 1e-3     # EFDM ran (and moved the output)
 
 
 def test_patch_changes_the_sample_and_leaves_the_original_untouched(tiny_model, pack_nodes):
@@ -351,28 +446,66 @@ def test_node_validates_schedule_blocks_and_bias_inputs(tiny_model, pack_nodes):
 
 def test_shared_noise_node_is_a_real_noise_source(tiny_model, pack_nodes):
     """Through SamplerCustomAdvanced's NOISE protocol: same seed = same noise; frame 0 is exactly
-    RandomNoise's; later frames mix in frame 0 with the chosen variance rule; sampling runs."""
-    nodes = harness.import_comfy()
+    RandomNoise's. Issue 28: with a first frame connected (a LATENT, or IMAGE + VAE) the later
+    frames mix in the ENCODED first frame in the sampler's space -- Eq. 8, eps_i = a E(v1) + b eps_i,
+    written here -- and correlate with it; frame 0's noise is shared only when asked for by name."""
+    import comfy.sd
+    import comfy.utils
+    from boxdirector.toyworld import install
+
     tm = tiny_model("wan21_t2v")
     latent = {"samples": torch.zeros(1, 16, 6, 32, 32)}
-    (noise,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="preserve").result
     (ref,) = harness.run_node("RandomNoise", noise_seed=3).result
-    a, b, r = noise.generate_noise(latent), noise.generate_noise(latent), ref.generate_noise(latent)
-    assert torch.equal(a, b) and noise.seed == 3
-    assert torch.equal(a[:, :, 0], r[:, :, 0])
-    assert torch.allclose(a[:, :, 1:], 0.2 * r[:, :, :1] + math.sqrt(1 - 0.04) * r[:, :, 1:])
-    (paper,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="paper").result
-    assert torch.allclose(paper.generate_noise(latent)[:, :, 1:], 0.2 * r[:, :, :1] + 0.8 * r[:, :, 1:])
+    r = ref.generate_noise(latent)
+    g = torch.Generator().manual_seed(1)
+    first = {"samples": 0.7 + torch.randn(1, 16, 1, 32, 32, generator=g)}      # a raw VAE latent frame
+    (noise,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="paper",
+                                first_frame=first, model=tm.patcher).result
+    a, b = noise.generate_noise(latent), noise.generate_noise(latent)
+    assert torch.equal(a, b) and noise.seed == 3 and torch.equal(a[:, :, 0], r[:, :, 0])
+    fmt = tm.patcher.model.latent_format
+    e1 = fmt.process_in(first["samples"])                   # the space the sampler adds noise in
+    assert torch.allclose(a[:, :, 1:], 0.2 * e1 + 0.8 * r[:, :, 1:], atol=1e-5)
+    (kept,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="preserve",
+                               first_frame=first, model=tm.patcher).result
+    k = kept.generate_noise(latent)
+    bk = math.sqrt(1 - 0.04 * e1.pow(2).mean().item())
+    assert torch.allclose(k[:, :, 1:], 0.2 * e1 + bk * r[:, :, 1:], atol=1e-5)
+    corr = torch.corrcoef(torch.stack([(k[:, :, 3] - r[:, :, 3] * bk).flatten(), e1.flatten()]))[0, 1]
+    later = k[:, :, 1:].flatten()
+    assert corr > 0.99 and torch.corrcoef(torch.stack([later, e1.expand_as(k[:, :, 1:]).flatten()]))[0, 1] > 0.1
+    # IMAGE + VAE: the same as VAE Encode -> first_frame
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(install.WEIGHTS / install.VAE_NAME)))
+    image = torch.rand(1, 256, 256, 3, generator=g)
+    (enc,) = harness.import_comfy().VAEEncode().encode(vae, image)      # ComfyUI's own VAE Encode node
+    (via_image,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="paper",
+                                    image=image, vae=vae, model=tm.patcher).result
+    (via_latent,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="paper",
+                                     first_frame=enc, model=tm.patcher).result
+    lat_img = {"samples": torch.zeros((1,) + tuple(enc["samples"].shape[1:2]) + (4,) + tuple(enc["samples"].shape[3:]))}
+    assert torch.allclose(via_image.generate_noise(lat_img), via_latent.generate_noise(lat_img), atol=1e-5)
+    # the old form only by name; the default without a first frame says what to connect
+    (old,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="paper",
+                              shared="first_frame_noise").result
+    assert torch.allclose(old.generate_noise(latent)[:, :, 1:], 0.2 * r[:, :, :1] + 0.8 * r[:, :, 1:])
+    with pytest.raises(ValueError, match="first_frame: shared = encoded_first_frame"):
+        harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="preserve")
+    with pytest.raises(ValueError, match="model: connect the model"):
+        harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="preserve", first_frame=first)
+    with pytest.raises(ValueError, match="first_frame"):
+        noise.generate_noise({"samples": torch.zeros(1, 16, 6, 16, 16)})
     # a real sampling run with it
-    import comfy_extras.nodes_custom_sampler as cs
-
     pos, neg = tm.conditioning()
     (guider,) = harness.run_node("CFGGuider", model=tm.patcher, positive=pos, negative=neg, cfg=3.0).result
     (sampler,) = harness.run_node("KSamplerSelect", sampler_name="euler").result
     (sigmas,) = harness.run_node("BasicScheduler", model=tm.patcher, scheduler="simple", steps=2, denoise=1.0).result
-    out = harness.run_node("SamplerCustomAdvanced", noise=noise, guider=guider, sampler=sampler, sigmas=sigmas,
-                           latent_image=tm.empty_latent()).result[0]
-    assert torch.isfinite(out["samples"]).all() and cs is not None
+    empty = tm.empty_latent()
+    sized = {"samples": torch.randn((1,) + tuple(empty["samples"].shape[1:2]) + (1,) + tuple(empty["samples"].shape[3:]),
+                                    generator=g)}
+    (noise2,) = harness.run_node("BoxDirector.SharedNoise", noise_seed=3, alpha=0.2, variance="preserve",
+                                 first_frame=sized, model=tm.patcher).result
+    out = harness.run_node("SamplerCustomAdvanced", noise=noise2, guider=guider, sampler=sampler, sigmas=sigmas,
+                           latent_image=empty).result[0]
+    assert torch.isfinite(out["samples"]).all()
     with pytest.raises(ValueError, match="video latent"):
-        noise.generate_noise({"samples": torch.zeros(1, 4, 8, 8)})
-    assert nodes is not None
+        noise2.generate_noise({"samples": torch.zeros(1, 4, 8, 8)})

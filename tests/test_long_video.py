@@ -2,6 +2,7 @@
 sampler on the tiny Wan 2.1 model."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -62,10 +63,11 @@ def test_node_generates_one_long_latent_whose_first_chunk_is_a_native_run(tiny_m
     x = out["samples"]
     assert x.shape[2] == total and x.shape[:2] == latent["samples"].shape[:2] and torch.isfinite(x).all()
     # the first chunk is exactly what the sampler gives for a native-length run with the same patch
-    from boxdirector.nodes.first_frame import FirstFrameShareRule, install_first
+    from boxdirector.nodes.first_frame import FirstFrameShareRule
+    from boxdirector.nodes import attention_seam
     from boxdirector.nodes.long_video import sample_chunk
 
-    first = sample_chunk(install_first(tm.patcher, FirstFrameShareRule(mode="anchor")), 1, 2, 3.0, "euler",
+    first = sample_chunk(attention_seam.install(tm.patcher, FirstFrameShareRule(mode="add_first")), 1, 2, 3.0, "euler",
                          "simple", pos, neg, torch.zeros_like(latent["samples"]), None)
     (again,) = harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, regions=None)).result
     assert torch.equal(again["samples"][:, :, :T], first)
@@ -159,3 +161,45 @@ def test_chunks_mask_cross_attention_with_clip_and_prompt(comfy, pack_nodes):
         harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, clip=clip, prompt=""))
     with pytest.raises(Exception, match="clip: a prompt is given but no text encoder"):
         harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, prompt="a red circle"))
+
+
+@pytest.mark.comfy
+def test_chunks_mix_their_encoded_first_frame_into_the_noise(tiny_model, pack_nodes):
+    """Eq. 8 in Long Video: a chunk after the first knows its first frame (the anchor latent), so
+    its later frames' noise is eps_i = a E(v1) + b eps_i with E(v1) that frame in the sampler's
+    space and b keeping unit variance (the formula is written here). Seen in ComfyUI's real sampler:
+    at the first step (sigma 1 on the flow schedule) the model's input of a new frame IS its noise.
+    Chunk 0 has no first frame: plain noise."""
+    import comfy.sample
+
+    tm = tiny_model("wan21_t2v")
+    pos, neg = tm.conditioning()
+    latent = tm.empty_latent()
+    T = latent["samples"].shape[2]
+    seen = []
+    m = tm.patcher.clone()
+
+    def wrapper(apply_model, args):
+        seen.append(args["input"][:1].detach().clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    m.set_model_unet_function_wrapper(wrapper)
+    total = 2 * T - 2                                     # anchor + 1 overlap: exactly two chunks
+    kw = dict(model=m, positive=pos, negative=neg, latent=latent, length=4 * (total - 1) + 1, overlap=1,
+              anchor_first_frame=True, first_frame_share=False, share_strength=1.0, noise_share=0.2, seed=4,
+              steps=2, cfg=3.0, sampler_name="euler", scheduler="simple", regions=None, box_end_percent=0.0)
+    (out,) = harness.run_node("BoxDirector.LongVideoChunks", **kw).result
+    assert len(seen) == 4
+    x = out["samples"]
+    zeros = torch.zeros_like(latent["samples"])
+    eps0, eps1 = comfy.sample.prepare_noise(zeros, 4), comfy.sample.prepare_noise(zeros, 5)
+    assert torch.allclose(seen[0], eps0, atol=1e-5)                       # chunk 0: plain noise
+    e1 = tm.patcher.model.latent_format.process_in(x[:, :, :1])          # the anchor, encoded, sampler space
+    b = math.sqrt(1 - 0.2 ** 2 * e1.pow(2).mean().item())
+    want = 0.2 * e1 + b * eps1[:, :, 2:]
+    assert torch.allclose(seen[2][:, :, 2:], want, atol=1e-4)            # chunk 1's new frames
+    corr = torch.corrcoef(torch.stack([(seen[2][:, :, 2:] - b * eps1[:, :, 2:]).flatten(),
+                                       e1.expand_as(want).flatten()]))[0, 1]
+    assert corr > 0.99
+    (plain,) = harness.run_node("BoxDirector.LongVideoChunks", **dict(kw, noise_share=0.0)).result
+    assert torch.equal(plain["samples"][:, :, :T], x[:, :, :T]) and not torch.equal(plain["samples"], x)
