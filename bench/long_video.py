@@ -14,7 +14,15 @@ rule, self- and cross-attention, for the first ``--box-end`` of the steps;
 * ``plain``        -- chunks continue the previous chunk's last latent frame only; no anchor frame,
   no first-frame sharing (the usual autoregressive extension);
 * ``anchor``       -- + the first chunk's first latent frame in front of every chunk (kept fixed);
-* ``anchor+share`` -- + first-frame sharing (anchor mode) in every self-attention call.
+* ``anchor+share`` -- + first-frame sharing, anchor mode (each frame attends its own frame and the
+  first only) in every self-attention call;
+* ``anchor+add_first`` -- + first-frame sharing, add_first mode (full attention, frame 0's K/V
+  appended once more: log 2 on its keys);
+* ``anchor+eq8`` -- + Eq. 8 shared noise: each chunk after the first mixes its encoded first frame
+  (the anchor latent) into its later frames' noise, alpha 0.2, unit variance kept;
+* ``anchor+add_first+eq8`` -- both.
+
+Seconds per video are printed next to the quality (one chunked video; the toy world on CPU).
 
 Per video, from the decoded frames: mIoU of the largest blob of the prompted colour against the
 box over all frames (bench.quality's scorer); per chunk (its new pixel frames) the dominant toy
@@ -50,7 +58,10 @@ from bench.quality import found_boxes, score_object  # noqa: E402
 from toyworld import data, sanity  # noqa: E402
 
 DRAWABLE = [data.COLORS.index(c) for c in ("red", "blue", "yellow", "white")]
-CONFIGS = {"plain": (False, False), "anchor": (True, False), "anchor+share": (True, True)}
+# name: (anchor_first_frame, first-frame share mode or None, Eq. 8 noise share)
+CONFIGS = {"plain": (False, None, 0.0), "anchor": (True, None, 0.0), "anchor+share": (True, "anchor", 0.0),
+           "anchor+add_first": (True, "add_first", 0.0), "anchor+eq8": (True, None, 0.2),
+           "anchor+add_first+eq8": (True, "add_first", 0.2)}
 
 
 def zigzag(length: int, prompt: str, size: int = data.SIZE, legs: int = 4, box: float = 0.34) -> dict:
@@ -129,24 +140,27 @@ def main(argv=None) -> dict:
         (pos,) = nodes.CLIPTextEncode().encode(clip, prompt)
         (neg,) = nodes.CLIPTextEncode().encode(clip, "")
         for name in args.configs.split(","):
-            anchor, share = CONFIGS[name]
+            anchor, share, alpha = CONFIGS[name]
+            t1 = time.time()
             (out,) = harness.run_node(
                 "BoxDirector.LongVideoChunks", model=model, positive=pos, negative=neg, latent=latent,
-                length=args.length, overlap=args.overlap, anchor_first_frame=anchor, first_frame_share=share,
-                share_strength=1.0, seed=100 + s, steps=args.steps, cfg=args.cfg, sampler_name=args.sampler,
+                length=args.length, overlap=args.overlap, anchor_first_frame=anchor, first_frame_share=share is not None,
+                share_mode=share or "add_first", share_strength=1.0, noise_share=alpha, seed=100 + s,
+                steps=args.steps, cfg=args.cfg, sampler_name=args.sampler,
                 scheduler="simple", regions=regions, box_end_percent=args.box_end,
                 **({"clip": clip, "prompt": prompt} if args.cross else {})).result
+            secs = time.time() - t1
             (images,) = nodes.VAEDecode().decode(vae, out)
             video = images.reshape(-1, *images.shape[-3:])[: args.length]
             score = score_object(found_boxes(video, data.COLORS[color]), boxes[0][: video.shape[0]], data.SIZE)
             chunks = lv.plan_chunks(total, latent["samples"].shape[2], args.overlap, anchor)
             ident = chunk_identity(video, color, chunks, total)
             row = {"seed": s, "prompt": prompt, "config": name, "chunks": len(chunks), "frames": video.shape[0],
-                   "miou": score["miou"], "found": score["found"], **drift(ident),
+                   "miou": score["miou"], "found": score["found"], "seconds": secs, **drift(ident),
                    "first_chunk_color_ok": ident[0]["color"] == color, "identity": ident}
             rows.append(row)
             rd = "-" if row["rgb_dist"] is None else f"{row['rgb_dist']:.3f}"
-            print(f"seed {s} {prompt:16s} {name:13s} chunks {len(chunks)} mIoU {row['miou']:.3f} found "
+            print(f"seed {s} {prompt:16s} {name:20s} {secs:5.1f}s chunks {len(chunks)} mIoU {row['miou']:.3f} found "
                   f"{row['found']:.2f} colour-drift {row['color_changed']:.2f} shape-drift "
                   f"{row['shape_changed']:.2f} rgb-dist {rd}  ({time.time() - t0:.0f}s)", flush=True)
     summary = {}
@@ -156,12 +170,14 @@ def main(argv=None) -> dict:
         summary[name] = {"miou": statistics.mean(r["miou"] for r in rs),
                          "color_changed": statistics.mean(r["color_changed"] for r in rs),
                          "shape_changed": statistics.mean(r["shape_changed"] for r in rs),
-                         "rgb_dist": statistics.mean(dists) if dists else None, "videos": len(rs)}
-    print(f"\n{'config':14s} {'mIoU':>6s} {'colour drift':>13s} {'shape drift':>12s} {'rgb dist':>9s}  "
+                         "rgb_dist": statistics.mean(dists) if dists else None, "videos": len(rs),
+                         "seconds": statistics.mean(r["seconds"] for r in rs)}
+    print(f"\n{'config':21s} {'mIoU':>6s} {'colour drift':>13s} {'shape drift':>12s} {'rgb dist':>9s} {'s/video':>8s}  "
           f"(length {args.length} px frames = {total} latent, seeds {args.seeds})")
     for name, s in summary.items():
         rd = "-" if s["rgb_dist"] is None else f"{s['rgb_dist']:.3f}"
-        print(f"{name:14s} {s['miou']:6.3f} {s['color_changed']:13.2f} {s['shape_changed']:12.2f} {rd:>9s}")
+        print(f"{name:21s} {s['miou']:6.3f} {s['color_changed']:13.2f} {s['shape_changed']:12.2f} {rd:>9s} "
+              f"{s['seconds']:8.1f}")
     result = {"bench": "long video (toy world)", "args": vars(args), "summary": summary, "rows": rows,
               "seconds": round(time.time() - t0, 1)}
     out = Path(args.out)

@@ -292,6 +292,9 @@ class FirstFrameShareRule:
         return out
 
 
+NODE_MODES = ("add_first", "anchor", "paper", "bias_only")
+
+
 class FirstFrameShare(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -301,20 +304,24 @@ class FirstFrameShare(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Keeps an object the same all through the video (dynamic mask guidance, training-free): every "
-                "frame's self-attention also attends the first latent frame (anchor), or only the first frame "
+                "frame's self-attention also attends the first latent frame -- on top of full attention "
+                "(add_first, the paper's appended K/V), with its own frame only (anchor), or only the first frame "
                 "(paper). Optional: bias each object's region towards its own words (mask-biased cross-attention). "
                 "On joint 3-D attention the anchor mode is also faster: each frame attends 2 frames, not all. "
                 "Composes with Masked Attention Patch in either order."),
             inputs=[
                 io.Model.Input("model", tooltip="The video model to patch (the original is left unchanged)."),
-                io.Combo.Input("mode", options=["anchor", "paper", "bias_only"], default="anchor",
-                               tooltip="anchor: each frame attends its own frame and the first frame. paper: each "
-                                       "frame attends the first frame only (the paper's Eq. 5). bias_only: no "
-                                       "first-frame sharing, only the mask bias (needs regions, clip, prompt)."),
+                io.Combo.Input("mode", options=list(NODE_MODES), default="add_first",
+                               tooltip="add_first: full attention, and each later frame's queries weigh the first "
+                                       "frame's keys 1 + strength times (the paper's appended K1/V1; attention "
+                                       "between frames kept). anchor: each frame attends only its own frame and the "
+                                       "first (faster; cuts attention between the other frames). paper: only the "
+                                       "first frame (Eq. 5 alone). bias_only: no sharing, only the mask bias."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="anchor: weight of the first frame's keys (a log(strength) logit bias; 1 = "
-                                       "plain, 0 = own frame only, >1 pulls to the first frame). paper: blend with "
-                                       "the model's own attention (1 = paper, 0 = off; values above 1 act as 1)."),
+                               tooltip="add_first: how many more times frame 0's K/V count (log(1 + strength) "
+                                       "logit bias; 1 = the paper, 0 = plain attention). anchor: weight of the "
+                                       "first frame's keys (log(strength); 1 = plain, 0 = own frame only). paper: "
+                                       "blend with the model's own attention (1 = paper, 0 = off)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="The rule starts at this fraction of the sampling steps."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -344,11 +351,15 @@ class FirstFrameShare(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, blocks, start_percent, end_percent):
+    def validate_inputs(cls, blocks, start_percent, end_percent, strength=None, mode=None):
+        if isinstance(strength, float) and not (math.isfinite(strength) and 0.0 <= strength <= 10.0):
+            return f"strength: must be a number between 0 and 10, got {strength}"
+        if isinstance(mode, str) and mode not in NODE_MODES:
+            return f"mode: one of {', '.join(NODE_MODES)}, got {mode!r}"
         return schedule_problem(blocks, start_percent, end_percent) or True
 
     @classmethod
-    def execute(cls, model, mode="anchor", strength=1.0, start_percent=0.0, end_percent=1.0, blocks="all",
+    def execute(cls, model, mode="add_first", strength=1.0, start_percent=0.0, end_percent=1.0, blocks="all",
                 cond_only=False, regions=None, clip=None, prompt="", mask_bias=1.0, coverage=0.5) -> io.NodeOutput:
         family = model_families.family_of(model)
         subjects = None
