@@ -181,6 +181,7 @@ EDITS = {
     "toy": ("a red circle", "a blue square", "blue square"),
     "default": (None, "a white cat runs across a sunny park lawn, handheld camera, natural light", "white cat"),
 }
+FFS_MODE = "add_first"  # First Frame Share's default mode (bench.long_video)
 LONG = {"wan2.1_t2v_1.3B": (81, 241), "wan2.1_t2v_14B": (81, 241), "toyworld": (17, 41)}   # (chunk = native length, whole video) in frames
 
 
@@ -209,11 +210,13 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
             "Denoise sampler, which refines the first 25 % of steps towards boxes whose content agrees "
             "between frames (2 extra model evaluations per refined step: iterations, end_percent)."),
         "first_frame_share": (
-            "Method: First Frame Share (anchor mode): in self-attention every frame also attends the first "
-            "latent frame, so each object keeps its colour and shape; its mask bias (mask_bias) pulls each "
-            "box towards its own words. Shared First-Frame Noise mixes the first frame's noise into every "
-            "frame (alpha) and feeds SamplerCustomAdvanced. mode 'paper' = attend the first frame only; "
-            "strength > 1 weighs the first frame more; alpha 0 = ordinary noise."),
+            "Method: First Frame Share: in self-attention every frame also attends the first latent frame, so "
+            "each object keeps its colour and shape; its mask bias (mask_bias) pulls each box towards its own "
+            "words. Shared First-Frame Noise mixes the ENCODED first frame into every later frame's noise "
+            "(the paper's Eq. 8, alpha) and feeds SamplerCustomAdvanced: the first frame is any image (here: "
+            "First frame -> VAE Encode; the paper makes it with a mask-conditioned image model). mode "
+            "'add_first' = full attention + the first frame's keys weighted 1 + strength (the paper's appended "
+            "K/V), 'anchor' = own frame + first frame only, 'paper' = first frame only; alpha 0 = ordinary noise."),
         "reattention_edit": (
             "Method: ReAttention Edit (ReAtCo). The source video is inverted to noise, then resampled with the "
             "edit prompt: only inside the boxes does anything change (IRJS re-takes everything outside from "
@@ -223,7 +226,8 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
         "long_video": (
             "Method: Long Video (Chunks). Chunk after chunk of the model's native length (the Empty latent "
             "node), each continuing the previous chunk's last latent frame (overlap) and anchored on the first "
-            "frame (anchor_first_frame, first_frame_share), until 'length' frames; the boxes of ONE long "
+            "frame (anchor_first_frame; first_frame_share and noise_share add first-frame sharing and Eq. 8 "
+            "noise, off by default: they did not help on the toy benchmark), until 'length' frames; the boxes of ONE long "
             "trajectory steer every chunk through its own slice (box_end_percent of each chunk's steps)."),
     }[method]
     steps = [
@@ -282,8 +286,13 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
         ]
     elif method == "first_frame_share":
         steps[4] = "4. The seed on Shared First-Frame Noise, steps on the scheduler, cfg on the guider."
+        steps.append("5. The first frame: " + ("sampled here as one frame (First frame); any image works"
+                                                if fam["kind"] == "toy" else
+                                                "load it in 'First frame (any image)' (e.g. from an image model "
+                                                "prompted with the first keyframe's boxes)") +
+                     "; it is VAE-encoded into Shared First-Frame Noise.")
     if fam["kind"] == "wan_i2v":
-        steps.append("5. Load your start image in Load Image and put the first keyframe's boxes where the objects "
+        steps.append(f"{len(steps)}. Load your start image in Load Image and put the first keyframe's boxes where the objects "
                      "are in that image.")
     return "\n".join([f"{fam['title']} - {METHODS[method]}", "", how, "", *steps, "", *files, "",
                       f"Needs {fam['vram']}.",
@@ -474,7 +483,7 @@ def build_first_frame_share(info: dict, fam_key: str, method: str) -> dict:
     _traj, regions = _boxes(g, fam, objects)
     pos, neg = _text(g, clip, prompt, pos_text, neg_text)
     model_src = _shift(g, fam, model_src)
-    share = g.add("BoxDirector.FirstFrameShare", 2, mode="anchor", strength=1.0, prompt=pos_text, mask_bias=1.0)
+    share = g.add("BoxDirector.FirstFrameShare", 2, mode=FFS_MODE, strength=1.0, prompt=pos_text, mask_bias=1.0)
     g.link(*model_src, share, "model")
     g.link(regions, 0, share, "regions")
     g.link(clip, 0, share, "clip")
@@ -482,7 +491,32 @@ def build_first_frame_share(info: dict, fam_key: str, method: str) -> dict:
     model_src = (share, 0)
     pos_src, neg_src, latent_src, cfg = _conditioning(g, fam, pos, neg, vae_src)
 
-    noise = g.add("BoxDirector.SharedNoise", 4, noise_seed=42, alpha=0.2, variance="preserve")
+    # Eq. 8 shares the ENCODED first frame: any image workflow can make it (the paper: a mask-
+    # conditioned image model). Toy world: one frame sampled here; the others: an image you load.
+    if fam["kind"] == "toy":
+        one = g.add("EmptyHunyuanLatentVideo", 3, title="First frame (1 frame)", width=fam["width"],
+                    height=fam["height"], length=1, batch_size=1)
+        ks = g.add("KSampler", 3, title="First frame", seed=42, steps=fam["steps"], cfg=cfg,
+                   sampler_name=fam["sampler"], scheduler="simple", denoise=1.0)
+        g.link(*model_src, ks, "model")
+        g.link(*pos_src, ks, "positive")
+        g.link(*neg_src, ks, "negative")
+        g.link(one, 0, ks, "latent_image")
+        image = g.add("VAEDecode", 3, title="First frame image")
+        g.link(ks, 0, image, "samples")
+        g.link(*vae_src, image, "vae")
+    else:
+        loaded = g.add("LoadImage", 3, title="First frame (any image)", image="first_frame.png")
+        image = g.add("ImageScale", 3, upscale_method="lanczos", width=fam["width"], height=fam["height"],
+                      crop="center")
+        g.link(loaded, 0, image, "image")
+    enc = g.add("VAEEncode", 3, title="Encode first frame")
+    g.link(image, 0, enc, "pixels")
+    g.link(*vae_src, enc, "vae")
+    noise = g.add("BoxDirector.SharedNoise", 4, noise_seed=42, alpha=0.2, variance="preserve",
+                  shared="encoded_first_frame")
+    g.link(enc, 0, noise, "first_frame")
+    g.link(*model_src, noise, "model")
     guider = g.add("CFGGuider", 4, cfg=cfg)
     g.link(*model_src, guider, "model")
     g.link(*pos_src, guider, "positive")
@@ -596,7 +630,7 @@ def build_long_video(info: dict, fam_key: str, method: str) -> dict:
     lat = g.add("EmptyHunyuanLatentVideo", 3, title="One chunk", width=fam["width"], height=fam["height"],
                 length=chunk, batch_size=1)
     lv = g.add("BoxDirector.LongVideoChunks", 4, length=total, overlap=1, anchor_first_frame=True,
-               first_frame_share=True, share_strength=1.0, seed=42, steps=fam["steps"], cfg=fam["cfg"],
+               first_frame_share=False, share_strength=1.0, seed=42, steps=fam["steps"], cfg=fam["cfg"],
                sampler_name=fam["sampler"], scheduler="simple", box_end_percent=0.3, prompt=pos_text)
     g.link(*model_src, lv, "model")
     g.link(pos, 0, lv, "positive")
