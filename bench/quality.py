@@ -5,15 +5,14 @@ toy Wan model, for many seeds and trajectories, with each method off and on; fin
 its colour in the decoded frames and scores it against its box:
 
 * mIoU      per video: sum of intersections / sum of unions over frames (PEEKABOO's eval), averaged
-            over (video, object); "± se" is its standard error (seeds give different videos, so two
-            methods differ beyond noise only when their means differ by ~2-3 combined se)
+            over (video, object); "± se" is its standard error
 * AP50      share of frames whose IoU >= 0.5
 * coverage  share of (video, object) pairs found in more than half of the frames
 * centroid  distance of found and target box centres, over the frame diagonal
 * temporal  1 - mean absolute change between consecutive frames (flicker)
 * fidelity  share of single-object videos whose dominant colour and shape are the prompted ones
-* sample s  seconds of sampling per video (SamplerCustom rows only: the intrinsic rows' cost,
-            against "masked +intrinsic M=0", the same base Euler through the same path)
+* s/video   seconds per video (text encoding, sampling and decoding), every row alike
+* vs masked the paired difference from the "masked" row: same trajectory, seed and object
 
     python -m bench.quality [--seeds 4] [--methods baseline,masked] [--trajectories FILE]
                             [--out out/bench_quality.json]
@@ -27,6 +26,7 @@ vocabulary (colour + shape, e.g. "a red circle").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -64,8 +64,15 @@ SUITE = [
     _doc("two objects", [_obj("a", "a red square", (0, (0.05, 0.1, 0.35, 0.4)), (LAST, (0.6, 0.1, 0.9, 0.4))),
                          _obj("b", "a blue circle", (0, (0.6, 0.6, 0.9, 0.9)), (LAST, (0.05, 0.6, 0.35, 0.9)))]),
     _doc("size change", [_obj("o", "a white square", (0, (0.4, 0.4, 0.6, 0.6)), (LAST, (0.15, 0.15, 0.85, 0.85)))]),
+    # multi-object control, PEEKABOO's per-object binding: paths that cross, and three objects
+    _doc("crossing", [_obj("a", "a red circle", (0, (0.05, 0.05, 0.35, 0.35)), (LAST, (0.65, 0.65, 0.95, 0.95))),
+                      _obj("b", "a blue square", (0, (0.65, 0.05, 0.95, 0.35)), (LAST, (0.05, 0.65, 0.35, 0.95)))]),
+    _doc("three objects", [_obj("a", "a red circle", (0, (0.05, 0.05, 0.35, 0.35)), (LAST, (0.05, 0.6, 0.35, 0.9))),
+                           _obj("b", "a blue square", (0, (0.65, 0.05, 0.95, 0.35)), (LAST, (0.65, 0.6, 0.95, 0.9))),
+                           _obj("c", "a yellow triangle", (0, (0.35, 0.6, 0.65, 0.9)), (LAST, (0.35, 0.05, 0.65, 0.35)))]),
 ]
 
+POST_PROJECTION = "_post_projection"
 # name -> (MaskedAttentionPatch inputs or None: unpatched, TemporalIntrinsicDenoise inputs or None: plain Euler)
 METHODS = {
     "baseline": (None, None),
@@ -83,6 +90,14 @@ METHODS = {
     "masked blocks=first third end=0.5": ({"blocks": "0%-34%", "end_percent": 0.5}, None),
     "masked blocks=first two thirds end=0.5": ({"blocks": "0%-67%", "end_percent": 0.5}, None),
     "masked +norm": ({"mask_normalization": True}, None),
+    "masked +norm always": ({"mask_normalization": True, "normalization_mode": "always"}, None),
+    "masked +norm per region": ({"mask_normalization": True, "normalization_mode": "per_region"}, None),
+    # EFDM after the attention's output projection instead of before it (a bench-only instrument: hooks on
+    # the toy model's projections, see post_projection_efdm)
+    "masked +norm after proj": ({"mask_normalization": True, "normalization_mode": "always",
+                                 POST_PROJECTION: "all_tokens"}, None),
+    "masked +norm after proj per region": ({"mask_normalization": True, "normalization_mode": "always",
+                                            POST_PROJECTION: "per_region"}, None),
     "intrinsic": (None, {}),                                     # the node's defaults
     "masked +intrinsic": ({}, {}),
     "masked +intrinsic M=0": ({}, {"iterations": 0}),          # the base Euler, same path: the cost reference
@@ -97,11 +112,31 @@ METHODS = {
     "masked +intrinsic x0 eta_k=0": ({}, {"prior_on": "x0_hat", "eta_k": 0.0}),
     "masked +intrinsic x0 end=0.1": ({}, {"prior_on": "x0_hat", "end_percent": 0.1}),
     "masked +norm +intrinsic x0": ({"mask_normalization": True}, {"prior_on": "x0_hat"}),
+    # the contrast prior (core/intrinsic_denoise.py), and the step sizes that let the prior outweigh the noise
+    "masked +intrinsic contrast": ({}, {"prior": "temporal_contrast"}),
+    "masked +intrinsic x0 contrast": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast"}),
+    "masked +intrinsic x0 contrast eta_k=0": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast", "eta_k": 0.0}),
+    "masked +intrinsic x0 contrast c_g=6": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast", "c_g": 6.0}),
+    "masked +intrinsic x0 contrast c_g=6 eta_k=0": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast",
+                                                        "c_g": 6.0, "eta_k": 0.0}),
+    "masked +intrinsic x0 c_g=6 eta_k=0": ({}, {"prior_on": "x0_hat", "c_g": 6.0, "eta_k": 0.0}),
+    "masked +intrinsic c_g=6": ({}, {"c_g": 6.0}),
+    "masked +intrinsic eta_k=0 end=0.5": ({}, {"eta_k": 0.0, "end_percent": 0.5}),
+    "masked +intrinsic eta_k=0.3": ({}, {"eta_k": 0.3}),
+    "masked +intrinsic contrast eta_k=0": ({}, {"prior": "temporal_contrast", "eta_k": 0.0}),
+    "masked +intrinsic eta_k=0 M=4": ({}, {"eta_k": 0.0, "iterations": 4}),
+    # First Frame Share (dynamic mask guidance) on top of masked attention, at its node defaults
+    "masked +first frame": ({}, None, {}),
 }
+# The ablation table of the README: each method at its node defaults, alone on top of masked attention,
+# then all together. ``--methods ablation`` (run with --sampler euler: the intrinsic rows wrap euler).
+ABLATION = ["baseline", "masked", "masked +norm", "masked +intrinsic", "masked +first frame", "all together"]
+METHODS["all together"] = ({"mask_normalization": True}, {}, {})
 INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
 PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.3, "self_attention": True, "cross_attention": True,
                   "temporal_attention": True, "blocks": "all", "cond_only": False, "word_binding": "per_object",
-                  "special_tokens": "background", "mask_normalization": False, "coverage": 0.5}
+                  "special_tokens": "background", "mask_normalization": False, "coverage": 0.5,
+                  "normalization_mode": "variance_drop"}
 
 
 def load_trajectories(path: Path | None) -> list[Trajectory]:
@@ -187,7 +222,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--methods", default="baseline,masked",
-                    help=f"comma separated, from: {', '.join(METHODS)}; or 'all' (the schedule/block sweep)")
+                    help=f"comma separated, from: {', '.join(METHODS)}; or 'all' (every row), or 'ablation' "
+                         f"({', '.join(ABLATION)})")
     ap.add_argument("--trajectories", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=sanity.DEFAULTS["steps"])
     ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
@@ -197,17 +233,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--dit", type=Path, default=sanity.WEIGHTS / "toy_wan_dit.safetensors")
     ap.add_argument("--vae", type=Path, default=sanity.WEIGHTS / "toy_wan_vae.safetensors")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_quality.json")
-    ap.add_argument("--table", type=Path, default=None,
-                    help="print the table of a saved run (its --out file) again and generate nothing")
+    ap.add_argument("--table", type=Path, nargs="+", default=None,
+                    help="print the table of saved runs (their --out files) again and generate nothing; several "
+                         "files made with the same settings (rows split over processes) print as one table, a "
+                         "method in more than one file taken from the first")
     args = ap.parse_args(argv)
     if args.table:
-        saved = json.loads(args.table.read_text())
-        vars(args).update({k: v for k, v in saved["settings"].items() if k in ("seeds", "steps", "cfg", "sampler")})
+        runs = [json.loads(path.read_text()) for path in args.table]
+        keys = ("seeds", "steps", "cfg", "sampler", "trajectories", "dit", "vae")
+        first = runs[0]["settings"]
+        for path, run_ in zip(args.table, runs):
+            differ = [k for k in keys if run_["settings"].get(k) != first.get(k)]
+            if differ:
+                ap.error(f"--table: {path} was made with other {', '.join(differ)} than {args.table[0]}")
+        vars(args).update({k: v for k, v in first.items() if k in ("seeds", "steps", "cfg", "sampler", "trajectories")})
         args.out = None   # nothing is written
-        names = list(dict.fromkeys(r["method"] for r in saved["rows"]))
-        return summarize(saved["rows"], names, args, 1 + max(r["trajectory"] for r in saved["rows"]),
-                         saved.get("seconds", 0.0))
-    methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+        rows, names = [], []
+        for run_ in runs:
+            mine = [m for m in dict.fromkeys(r["method"] for r in run_["rows"]) if m not in names]
+            names += mine
+            rows += [r for r in run_["rows"] if r["method"] in mine]
+        return summarize(rows, names, args, 1 + max(r["trajectory"] for r in rows),
+                         max(run_.get("seconds", 0.0) for run_ in runs))
+    presets = {"all": list(METHODS), "ablation": ABLATION}
+    methods = presets.get(args.methods) or [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -220,6 +269,52 @@ def main(argv=None) -> dict:
     with torch.inference_mode():
         rows = run(trajectories, methods, args, nodes, model, vae, clip)
     summarize(rows, methods, args, len(trajectories), time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def post_projection_efdm(model, scope):
+    """Bench-only instrument: EFDM after the attention's output projection ``o`` (before the residual
+    add; per channel over tokens, the gate that follows is a per-channel scale, which EFDM commutes
+    with) instead of before it. The rule's normalisation is replaced by "remember (masked, unmasked)";
+    forward hooks on every Wan attention's ``o`` then match o(masked) to o(unmasked). Hooks on the
+    bench's own model, removed on exit; the product applies EFDM before the projection."""
+    if scope is None:
+        yield
+        return
+    import torch.nn.functional as F
+
+    pending = []
+    rule_modules = [mod for name, mod in sys.modules.items() if name.endswith("nodes.masked_attention")]
+    ra_mod = next(mod for name, mod in sys.modules.items() if name.endswith("core.region_attention"))
+
+    def remember(self, call, out, ref):
+        pending.append((out, ref, self.video_labels(call.forward) if scope == "per_region" else None))
+        return out
+
+    def hook(module, inputs, output):
+        if not pending:
+            return output
+        out, ref, labels = pending.pop()
+        if out.shape != inputs[0].shape:
+            return output
+        y_ref = F.linear(ref.to(output.dtype), module.weight, module.bias)
+        if labels is None:
+            return ra_mod.efdm(output, y_ref, dim=-2)
+        return ra_mod.efdm_by_region(output, y_ref, labels)
+
+    originals = [(mod, mod.MaskedAttention.normalise) for mod in rule_modules]
+    handles = []
+    try:
+        for mod in rule_modules:
+            mod.MaskedAttention.normalise = remember
+        for block in model.model.diffusion_model.blocks:
+            handles += [block.self_attn.o.register_forward_hook(hook), block.cross_attn.o.register_forward_hook(hook)]
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for mod, fn in originals:
+            mod.MaskedAttention.normalise = fn
 
 
 def node_regions(traj: Trajectory) -> tuple:
@@ -238,21 +333,30 @@ def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
         boxes, _ = sample_boxes(traj)
         node_traj, regions = node_regions(traj)
         for method in methods:
-            patch, intrinsic = METHODS[method]
+            patch, intrinsic, first_frame = (METHODS[method] + (None,))[:3]
             m, sampler = model, None
+            post = None
             if patch is not None:
+                patch = dict(patch)
+                post = patch.pop(POST_PROJECTION, None)
                 (m,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
                                         prompt=prompt, **{**PATCH_DEFAULTS, **patch}).result
+            if first_frame is not None:   # the node's own defaults (its execute signature's), plus overrides
+                (m,) = harness.run_node("BoxDirector.FirstFrameShare", model=m, regions=regions, clip=clip,
+                                        prompt=prompt, **first_frame).result
             if intrinsic is not None:
                 (sampler,) = harness.run_node("BoxDirector.TemporalIntrinsicDenoise", trajectory=node_traj,
                                               **{**INTRINSIC_DEFAULTS, **intrinsic}).result
             for seed in range(args.seeds):
                 SAMPLING_SECONDS.clear()
-                if sampler is None:
-                    video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg,
-                                           sampler=args.sampler)
-                else:
-                    video = generate_custom(nodes, m, vae, clip, prompt, seed, sampler, args.steps, args.cfg)
+                t_video = time.perf_counter()
+                with post_projection_efdm(model, post):
+                    if sampler is None:
+                        video = sanity.generate(nodes, m, vae, clip, prompt, seed, steps=args.steps, cfg=args.cfg,
+                                               sampler=args.sampler)
+                    else:
+                        video = generate_custom(nodes, m, vae, clip, prompt, seed, sampler, args.steps, args.cfg)
+                video_seconds = time.perf_counter() - t_video                  # sampling + decoding
                 seconds = SAMPLING_SECONDS[0] if SAMPLING_SECONDS else None   # sampling only (SAMPLER rows)
                 objs = []
                 for k, o in enumerate(traj.objects):
@@ -265,8 +369,24 @@ def run(trajectories, methods, args, nodes, model, vae, clip) -> list:
                     fid = bool(s["color_ok"] and s["shape_ok"])
                 temporal = 1.0 - float((video[1:] - video[:-1]).abs().mean())
                 rows.append({"trajectory": ti, "method": method, "seed": seed, "objects": objs, "fidelity": fid,
-                             "temporal": temporal, "seconds": seconds})
+                             "temporal": temporal, "seconds": seconds, "video_seconds": video_seconds})
     return rows
+
+
+TRAJECTORY_NAMES = {i: d["name"] for i, d in enumerate(SUITE)}
+
+
+def paired_difference(rows, method: str, ref: str):
+    """(mean, standard error) of method - ref mIoU over the (trajectory, seed, object) both scored:
+    the same seed is the same starting noise, so the paired difference is what the method changed."""
+    mine = {(r["trajectory"], r["seed"], k): o["miou"] for r in rows if r["method"] == method
+            for k, o in enumerate(r["objects"])}
+    theirs = {(r["trajectory"], r["seed"], k): o["miou"] for r in rows if r["method"] == ref
+              for k, o in enumerate(r["objects"])}
+    d = [mine[key] - theirs[key] for key in mine if key in theirs]
+    if len(d) < 2:
+        return None
+    return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
 
 
 def summarize(rows, methods, args, n_traj, seconds) -> dict:
@@ -286,16 +406,37 @@ def summarize(rows, methods, args, n_traj, seconds) -> dict:
             "centroid": statistics.mean(cents) if cents else None,
             "temporal": statistics.mean(r["temporal"] for r in mine),
             "fidelity": statistics.mean(fids) if fids else None, "videos": len(mine),
-            "seconds": statistics.mean(secs) if (secs := [r.get("seconds") for r in mine if r.get("seconds")]) else None}
+            "seconds": statistics.mean(secs) if (secs := [r.get("seconds") for r in mine if r.get("seconds")]) else None,
+            "video_seconds": statistics.mean(vs) if (vs := [r.get("video_seconds") for r in mine
+                                                            if r.get("video_seconds")]) else None}
     base = summary.get("baseline", {}).get("miou")
+    ref = "masked" if "masked" in summary else None
+    for method in summary:
+        summary[method]["vs_masked"] = paired_difference(rows, method, ref) if ref and method != ref else None
     print(f"{n_traj} trajectories x {args.seeds} seeds, {args.steps} steps, cfg {args.cfg}, "
           f"{getattr(args, 'sampler', 'euler')}, {seconds:.0f} s")
-    print(f"{'method':<28}{'mIoU':>7}{'± se':>7}{'x base':>8}{'AP50':>7}{'cover':>7}{'centr':>7}{'tempo':>7}{'fidel':>7}{'sample s':>9}")
+    print(f"{'method':<34}{'mIoU':>7}{'± se':>7}{'x base':>8}{'vs masked ± se':>16}{'AP50':>7}{'cover':>7}"
+          f"{'centr':>7}{'tempo':>7}{'fidel':>7}{'s/video':>8}")
+    fmt = lambda v, w=7: f"{v:{w}.3f}" if v is not None else " " * (w - 1) + "-"  # noqa: E731
     for method, s in summary.items():
         ratio = s["miou"] / base if base else float("nan")
-        fmt = lambda v: f"{v:7.3f}" if v is not None else "      -"  # noqa: E731
-        print(f"{method:<28}{s['miou']:7.3f}{fmt(s['miou_se'])}{ratio:8.2f}{s['ap50']:7.3f}{s['coverage']:7.3f}{fmt(s['centroid'])}"
-              f"{s['temporal']:7.3f}{fmt(s['fidelity'])}{fmt(s['seconds']):>9}")
+        d = s["vs_masked"]
+        vs = f"{d[0]:+8.3f} ±{d[1]:6.3f}" if d else " " * 15 + "-"
+        print(f"{method:<34}{s['miou']:7.3f}{fmt(s['miou_se'])}{ratio:8.2f}{vs:>16}{s['ap50']:7.3f}"
+              f"{s['coverage']:7.3f}{fmt(s['centroid'])}{s['temporal']:7.3f}{fmt(s['fidelity'])}"
+              f"{fmt(s['video_seconds'], 8)}")
+    print("vs masked: mean paired difference in mIoU from the masked row on the same (trajectory, seed, object), "
+          "± its standard error")
+    print("\nmIoU per trajectory:")
+    custom = getattr(args, "trajectories", None)
+    names = [str(t) if custom else TRAJECTORY_NAMES.get(t, str(t)) for t in range(n_traj)]
+    print(f"{'method':<34}" + "".join(f"{n[:12]:>13}" for n in names))
+    for method in summary:
+        cells = []
+        for t in range(n_traj):
+            objs = [o["miou"] for r in rows if r["method"] == method and r["trajectory"] == t for o in r["objects"]]
+            cells.append(f"{statistics.mean(objs):13.3f}" if objs else " " * 12 + "-")
+        print(f"{method:<34}" + "".join(cells))
     result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "seconds": seconds, "summary": summary, "rows": rows}
     if args.out is not None:

@@ -23,6 +23,9 @@ from .common import CATEGORY, node_id
 from .subject_tokens import find_subject_tokens
 
 KINDS = ("self", "cross", "temporal")
+# EFDM mask normalisation: where masking dropped a channel's spread (the paper's premise), always (the
+# paper's form), or always within each region.
+NORM_MODES = ("variance_drop", "always", "per_region")
 SPECIAL_MODES = ("background", "shared")
 
 
@@ -87,6 +90,7 @@ class MaskedAttention:
     cond_only: bool = False
     union_rule: bool = False
     mask_norm: bool = False
+    norm_mode: str = "variance_drop"         # NORM_MODES
     threshold: float = 0.5
     name: str = "masked_attention"
     _cache: dict = field(default_factory=dict, repr=False)
@@ -212,8 +216,31 @@ class MaskedAttention:
         if self.mask_norm:
             # EFDM onto the unmasked output's distribution (domain-adaptation paper), masked steps only.
             ref = proceed()
-            out = ra.efdm(out, ref, dim=-2)   # tokens: [B, N, C] and [B, H, N, D] alike
+            out = self.normalise(call, out, ref)
         return out.to(call.q.dtype)
+
+    def normalise(self, call, out, ref):
+        """EFDM (domain-adaptation paper) of the masked output onto the unmasked one, per channel over
+        tokens ([B, N, C] and [B, H, N, D] alike). ``variance_drop``: only the channels whose spread
+        masking lowered -- the covariate shift the paper corrects; where masking raises the spread
+        (the toy Wan model, ``bench.mask_norm``) matching would shrink the object's own signal."""
+        if self.norm_mode == "variance_drop":
+            matched = ra.efdm(out, ref, dim=-2)
+            dropped = out.float().std(dim=-2, keepdim=True) < ref.float().std(dim=-2, keepdim=True)
+            return torch.where(dropped, matched, out)
+        if self.norm_mode != "per_region" or call.kind == "temporal":
+            return ra.efdm(out, ref, dim=-2)
+        fwd = call.forward
+        if fwd.family.layout == "svd":   # frames are the batch: one video per chunk
+            frames = call.info["frames"]
+            shape = (frames,) + tuple(fwd.latent_shape[1:])
+            labels = self.memo(("svd-flat", shape, call.info["level"]), lambda: token_layout.svd_spatial_labels(
+                self.regions.masks, shape, level=call.info["level"], threshold=self.threshold).reshape(-1))
+            b, s, c = out.shape
+            merged = ra.efdm_by_region(out.reshape(b // frames, frames * s, c),
+                                       ref.reshape(b // frames, frames * s, c), labels)
+            return merged.reshape(b, s, c)
+        return ra.efdm_by_region(out, ref, self.video_labels(fwd))
 
     def temporal(self, call, plan, proceed):
         chunks = call.forward.cond_or_uncond
@@ -284,19 +311,27 @@ class MaskedAttentionPatch(io.ComfyNode):
                 io.Float.Input("coverage", default=0.5, min=0.01, max=1.0, step=0.01,
                                tooltip="A token belongs to an object when the object covers at least this share "
                                        "of the token's pixels (every visible object keeps one token per frame)."),
+                io.Combo.Input("normalization_mode", options=list(NORM_MODES), default="variance_drop",
+                               optional=True,
+                               tooltip="With mask_normalization: variance_drop matches only the channels whose "
+                                       "spread masking lowered (the shift the paper corrects); always matches every "
+                                       "channel (the paper's EFDM); per_region matches each region's tokens to the "
+                                       "unmasked output of the same tokens."),
             ],
             outputs=[io.Model.Output(tooltip="The patched model.")],
         )
 
     @classmethod
-    def validate_inputs(cls, blocks, start_percent, end_percent):
+    def validate_inputs(cls, blocks, start_percent, end_percent, normalization_mode=None):
+        if isinstance(normalization_mode, str) and normalization_mode not in NORM_MODES:
+            return f"normalization_mode: one of {', '.join(NORM_MODES)}, got {normalization_mode!r}"
         return schedule_problem(blocks, start_percent, end_percent) or True
 
     @classmethod
     def execute(cls, model, regions, prompt="", start_percent=0.0, end_percent=0.3, self_attention=True,
                 cross_attention=True, temporal_attention=True, blocks="all", cond_only=False,
                 word_binding="per_object", special_tokens="background", mask_normalization=False, coverage=0.5,
-                clip=None) -> io.NodeOutput:
+                clip=None, normalization_mode="variance_drop") -> io.NodeOutput:
         family = model_families.family_of(model)
         kinds = {k for k, on in zip(KINDS, (self_attention, cross_attention, temporal_attention)) if on}
         subjects, special = None, ()
@@ -313,5 +348,5 @@ class MaskedAttentionPatch(io.ComfyNode):
         rule = MaskedAttention(regions=regions, subject_tokens=subjects, special_tokens=special,
                                kinds=frozenset(kinds), start=start_percent, end=end_percent, block_spec=blocks,
                                cond_only=cond_only, union_rule=word_binding == "union",
-                               mask_norm=mask_normalization, threshold=coverage)
+                               mask_norm=mask_normalization, norm_mode=normalization_mode, threshold=coverage)
         return io.NodeOutput(attention_seam.install(model, rule))

@@ -388,7 +388,8 @@ def test_seeded_runs_are_deterministic_and_refinement_acts(wan):
     import comfy.samplers
 
     plain = run_custom(wan, comfy.samplers.sampler_object("euler"))
-    runs = [run_custom(wan, intrinsic(wan, iterations=1, c_g=1.0, seed=s, end=0.5)) for s in (1, 1, 2)]
+    # eta_k 1: the refinement noise is what the seed draws (the default, 0, draws none)
+    runs = [run_custom(wan, intrinsic(wan, iterations=1, c_g=1.0, seed=s, end=0.5, eta_k=1.0)) for s in (1, 1, 2)]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
     assert not torch.equal(runs[0], plain)

@@ -269,6 +269,33 @@ def test_node_needs_clip_for_cross_attention(tiny_model, pack_nodes):
                          special_tokens="background", mask_normalization=False, coverage=0.5)
 
 
+def test_variance_drop_normalises_only_the_channels_masking_narrowed(comfy):
+    """The default mode undoes the paper's variance drop and leaves channels whose spread masking
+    raised. Oracle: per channel, the reference's sorted values in the masked output's rank order."""
+    from types import SimpleNamespace
+
+    from boxdirector.nodes.masked_attention import MaskedAttention
+
+    gen = torch.Generator().manual_seed(5)
+    out = torch.randn(2, 40, 3, generator=gen)
+    out[..., 0] *= 0.2            # masking narrowed channel 0
+    out[..., 1] *= 5.0            # and widened channel 1
+    ref = torch.randn(2, 40, 3, generator=gen)
+    rule = MaskedAttention(regions=None, subject_tokens=None, mask_norm=True)
+    assert rule.norm_mode == "variance_drop"
+    got = rule.normalise(SimpleNamespace(kind="self"), out, ref)
+    for b in range(2):
+        for c in range(3):
+            narrowed = float(out[b, :, c].std()) < float(ref[b, :, c].std())
+            if narrowed:
+                want = torch.empty(40)
+                want[out[b, :, c].argsort()] = ref[b, :, c].sort().values
+                assert torch.equal(got[b, :, c], want)
+            else:
+                assert torch.equal(got[b, :, c], out[b, :, c])
+    assert not torch.equal(got[..., 0], out[..., 0]) and torch.equal(got[..., 1], out[..., 1])
+
+
 def test_mask_normalization_matches_the_unmasked_distribution(tiny_model):
     """With EFDM on, each masked output channel holds exactly the unmasked output's values."""
     from boxdirector.nodes import attention_seam
@@ -286,7 +313,7 @@ def test_mask_normalization_matches_the_unmasked_distribution(tiny_model):
             return out
 
     rule = MaskedAttention(regions=regions_for(tm), subject_tokens=SUBJECTS, kinds=frozenset({"self"}),
-                           start=0.0, end=1.0, mask_norm=True)
+                           start=0.0, end=1.0, mask_norm=True, norm_mode="always")
     checked = []
 
     class Before:
