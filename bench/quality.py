@@ -102,29 +102,23 @@ METHODS = {
     "masked +intrinsic": ({}, {}),
     "masked +intrinsic M=0": ({}, {"iterations": 0}),          # the base Euler, same path: the cost reference
     "masked +intrinsic c_g=0": ({}, {"c_g": 0.0}),             # the paper's ablation: no temporal prior
-    "masked +intrinsic c_g=10": ({}, {"c_g": 10.0}),
-    "masked +intrinsic eta_k=0": ({}, {"eta_k": 0.0}),          # no Langevin noise
-    "masked +intrinsic end=0.1": ({}, {"end_percent": 0.1}),    # refine the first 10 % of steps only
     "masked +norm +intrinsic": ({"mask_normalization": True}, {}),
-    # the prior on the model's denoised estimate (identity Jacobian), see core/intrinsic_denoise.py
-    "masked +intrinsic x0": ({}, {"prior_on": "x0_hat"}),
-    "masked +intrinsic x0 c_g=3": ({}, {"prior_on": "x0_hat", "c_g": 3.0}),
-    "masked +intrinsic x0 eta_k=0": ({}, {"prior_on": "x0_hat", "eta_k": 0.0}),
-    "masked +intrinsic x0 end=0.1": ({}, {"prior_on": "x0_hat", "end_percent": 0.1}),
-    "masked +norm +intrinsic x0": ({"mask_normalization": True}, {"prior_on": "x0_hat"}),
-    # the contrast prior (core/intrinsic_denoise.py), and the step sizes that let the prior outweigh the noise
     "masked +intrinsic contrast": ({}, {"prior": "temporal_contrast"}),
-    "masked +intrinsic x0 contrast": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast"}),
-    "masked +intrinsic x0 contrast eta_k=0": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast", "eta_k": 0.0}),
-    "masked +intrinsic x0 contrast c_g=6": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast", "c_g": 6.0}),
-    "masked +intrinsic x0 contrast c_g=6 eta_k=0": ({}, {"prior_on": "x0_hat", "prior": "temporal_contrast",
-                                                        "c_g": 6.0, "eta_k": 0.0}),
-    "masked +intrinsic x0 c_g=6 eta_k=0": ({}, {"prior_on": "x0_hat", "c_g": 6.0, "eta_k": 0.0}),
-    "masked +intrinsic c_g=6": ({}, {"c_g": 6.0}),
-    "masked +intrinsic eta_k=0 end=0.5": ({}, {"eta_k": 0.0, "end_percent": 0.5}),
-    "masked +intrinsic eta_k=0.3": ({}, {"eta_k": 0.3}),
-    "masked +intrinsic contrast eta_k=0": ({}, {"prior": "temporal_contrast", "eta_k": 0.0}),
-    "masked +intrinsic eta_k=0 M=4": ({}, {"eta_k": 0.0, "iterations": 4}),
+    "masked +intrinsic x0": ({}, {"prior_on": "x0_hat"}),
+    # The sweep the defaults came from: every parameter named, so these rows mean the same whatever the
+    # node's defaults are. M=2 eta_k=1 was the earlier default (Langevin noise ~6x the prior's push).
+    **{f"masked +intrinsic M={m} eta_k={k:g}" + (f" {extra}" if extra else ""):
+       ({}, {"iterations": m, "eta_k": k, **params})
+       for m, k, extra, params in [
+           (2, 1.0, "", {}), (2, 1.0, "c_g=6", {"c_g": 6.0}), (2, 1.0, "contrast", {"prior": "temporal_contrast"}),
+           (2, 1.0, "x0 contrast", {"prior_on": "x0_hat", "prior": "temporal_contrast"}),
+           (2, 1.0, "x0 contrast c_g=6", {"prior_on": "x0_hat", "prior": "temporal_contrast", "c_g": 6.0}),
+           (2, 0.3, "", {}), (2, 0.0, "", {}), (2, 0.0, "end=0.5", {"end_percent": 0.5}),
+           (2, 0.0, "contrast", {"prior": "temporal_contrast"}),
+           (2, 0.0, "x0 c_g=6", {"prior_on": "x0_hat", "c_g": 6.0}),
+           (2, 0.0, "x0 contrast", {"prior_on": "x0_hat", "prior": "temporal_contrast"}),
+           (2, 0.0, "x0 contrast c_g=6", {"prior_on": "x0_hat", "prior": "temporal_contrast", "c_g": 6.0}),
+           (4, 0.0, "", {}), (4, 1.0, "", {})]},
     # First Frame Share (dynamic mask guidance) on top of masked attention, at its node defaults
     "masked +first frame": ({}, None, {}),
 }
@@ -139,9 +133,15 @@ PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.3, "self_attention": Tr
                   "normalization_mode": "variance_drop"}
 
 
-def load_trajectories(path: Path | None) -> list[Trajectory]:
+def load_trajectories(path: Path | None, only: str | None = None) -> list[Trajectory]:
     docs = SUITE if path is None else json.loads(Path(path).read_text())
     docs = docs if isinstance(docs, list) else [docs]
+    if only:
+        names = [n.strip() for n in only.split(",")]
+        unknown = [n for n in names if n not in {d.get("name") for d in docs}]
+        if unknown:
+            raise SystemExit(f"--only: no trajectory named {unknown}; choose from {[d.get('name') for d in docs]}")
+        docs = [d for d in docs if d.get("name") in names]
     out = []
     for i, d in enumerate(docs):
         d = {k: v for k, v in d.items() if k != "name"}
@@ -225,6 +225,9 @@ def main(argv=None) -> dict:
                     help=f"comma separated, from: {', '.join(METHODS)}; or 'all' (every row), or 'ablation' "
                          f"({', '.join(ABLATION)})")
     ap.add_argument("--trajectories", type=Path, default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma separated names of the built-in trajectories to run (default: all): "
+                         + ", ".join(d["name"] for d in SUITE))
     ap.add_argument("--steps", type=int, default=sanity.DEFAULTS["steps"])
     ap.add_argument("--cfg", type=float, default=sanity.DEFAULTS["cfg"])
     ap.add_argument("--sampler", default=sanity.DEFAULTS["sampler"],
@@ -262,7 +265,7 @@ def main(argv=None) -> dict:
         ap.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    trajectories = load_trajectories(args.trajectories)
+    trajectories = load_trajectories(args.trajectories, args.only)
     nodes, model, vae, clip = sanity.load_models(args.dit, args.vae, shift=sanity.DEFAULTS["shift"] or None)
     harness.load_pack_nodes()
     t0 = time.perf_counter()
@@ -428,7 +431,7 @@ def summarize(rows, methods, args, n_traj, seconds) -> dict:
     print("vs masked: mean paired difference in mIoU from the masked row on the same (trajectory, seed, object), "
           "± its standard error")
     print("\nmIoU per trajectory:")
-    custom = getattr(args, "trajectories", None)
+    custom = getattr(args, "trajectories", None) or getattr(args, "only", None)
     names = [str(t) if custom else TRAJECTORY_NAMES.get(t, str(t)) for t in range(n_traj)]
     print(f"{'method':<34}" + "".join(f"{n[:12]:>13}" for n in names))
     for method in summary:

@@ -242,11 +242,6 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
                                        "box agree along the path). x0_hat: on the model's denoised estimate, applied "
                                        "to the latent (makes the content it is about to draw agree); no backward "
                                        "through the model either."),
-                io.Combo.Input("prior", options=list(idn.PRIOR_KINDS), default=DEFAULTS["prior"], optional=True,
-                               tooltip="temporal: the paper's prior, how well each box's content agrees between "
-                                       "adjacent frames. temporal_contrast: minus how well it agrees with the places "
-                                       "one box size away in the next frame, so only content that follows the box "
-                                       "scores, not content (or noise) that stays put."),
                 io.Float.Input("eta_l", default=DEFAULTS["eta_l"], min=0.0, max=MAX_ETA_L, step=0.005, round=False,
                                tooltip="Step size, relative to the noise level: each iteration moves the latent this "
                                        "fraction of the way towards the model's denoised estimate (paper gamma: "
@@ -263,6 +258,12 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
                                        "steps 0-4). The paper refines every step (1.0), at (M+1)x the cost."),
                 io.Int.Input("seed", default=DEFAULTS["seed"], min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Seed of the refinement noise (eta_k); the starting noise keeps its own seed."),
+                # appended last: saved workflows keep their widget positions
+                io.Combo.Input("prior", options=list(idn.PRIOR_KINDS), default=DEFAULTS["prior"], optional=True,
+                               tooltip="temporal: the paper's prior, how well each box's content agrees between "
+                                       "adjacent frames. temporal_contrast: minus how well it agrees with the places "
+                                       "one box size away in the next frame, so only content that follows the box "
+                                       "scores, not content (or noise) that stays put."),
             ],
             outputs=[io.Sampler.Output(tooltip="Connect to the sampler input of SamplerCustom / "
                                                "SamplerCustomAdvanced.")],

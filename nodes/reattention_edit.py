@@ -610,15 +610,16 @@ class ReAttentionEdit(io.ComfyNode):
                                      "whole clip at once."),
                 io.Boolean.Input("smooth_maps", default=DEFAULTS["smooth_maps"],
                                  tooltip="Smooth the attention maps with a 3x3x3 Gaussian before the loss (reference)."),
+                io.Boolean.Input("paste_background", default=DEFAULTS["paste_background"],
+                                 tooltip="End with the source's own latent outside the boxes (exact background). Off: "
+                                         "the model's last step decides it (the reference)."),
+                # appended last: saved workflows keep their widget positions
                 io.Combo.Input("maps", options=list(reatco.MAP_NORMALISATIONS), default=DEFAULTS["maps"], optional=True,
                                tooltip="places: each object's map is its own words' attention, scaled to 1 at each "
                                        "frame's peak (where do the words look). words: ReAtCo's re-softmax of the "
                                        "words against each other (which word owns each place); it needs words of "
                                        "distinct meaning and reads no location where the encoder blends a phrase "
                                        "into every token."),
-                io.Boolean.Input("paste_background", default=DEFAULTS["paste_background"],
-                                 tooltip="End with the source's own latent outside the boxes (exact background). Off: "
-                                         "the model's last step decides it (the reference)."),
             ],
             outputs=[io.Latent.Output(tooltip="The edited video latent (VAE Decode it).")],
         )

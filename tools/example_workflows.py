@@ -206,9 +206,10 @@ def note_text(fam_key: str, fam: dict, method: str) -> str:
             "first 30 % of steps) each object's video tokens attend only inside its own box and to its own "
             "words. Raise end_percent (0.2-0.4) for firmer placement, lower it for more freedom."),
         "domain_adaptation": (
-            "Method: Masked Attention Patch with mask_normalization on (EFDM) + the Temporal Intrinsic "
-            "Denoise sampler, which refines the first 25 % of steps towards boxes whose content agrees "
-            "between frames (2 extra model evaluations per refined step: iterations, end_percent)."),
+            "Method: Masked Attention Patch with mask_normalization on (EFDM where masking narrowed a channel) + "
+            "the Temporal Intrinsic Denoise sampler, which refines the first 25 % of steps towards boxes whose "
+            "content agrees between frames (4 extra model evaluations per refined step: iterations, "
+            "end_percent)."),
         "first_frame_share": (
             "Method: First Frame Share: in self-attention every frame also attends the first latent frame, so "
             "each object keeps its colour and shape; its mask bias (mask_bias) pulls each box towards its own "
