@@ -120,6 +120,10 @@ def main(argv=None) -> dict:
     p.add_argument("--rad-strength", type=float, default=1.0, help="rad_strength of the RAD-on runs")
     p.add_argument("--masked-blocks", default="0%-50%", help="Masked Attention Patch blocks of the masked variants")
     p.add_argument("--masked-end", type=float, default=0.5, help="Masked Attention Patch end_percent")
+    p.add_argument("--variants", default=None,
+                   help="comma separated, from: plain, RAD, RAD word maps, masked, masked + RAD (default: all)")
+    p.add_argument("--no-localisation", dest="localise", action="store_false",
+                   help="skip RAD's loss on clips already in their box (bench.cross_attention measures it per block)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -144,6 +148,12 @@ def main(argv=None) -> dict:
     variants = [("plain", 0.0, False, "places"), ("RAD", args.rad_strength, False, "places"),
                 ("RAD word maps", args.rad_strength, False, "words"), ("masked", 0.0, True, "places"),
                 ("masked + RAD", args.rad_strength, True, "places")]
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",")]
+        unknown = [v for v in wanted if v not in {name for name, *_ in variants}]
+        if unknown:
+            p.error(f"--variants: unknown {unknown}")
+        variants = [v for v in variants if v[0] in wanted]
     rows = []
     for seed in seeds:
         c = data.make_clip(seed, n_objects=1)
@@ -198,18 +208,26 @@ def main(argv=None) -> dict:
         v = [r[key] for r in rows if r["variant"] == name]
         return sum(v) / len(v)
 
-    locate = {maps: localisation(nodes, model, vae, clip, rea, args, enc, maps=maps) for maps in ("places", "words")}
+    locate = ({maps: localisation(nodes, model, vae, clip, rea, args, enc, maps=maps) for maps in ("places", "words")}
+              if args.localise else None)
     print("\nsummary over seeds", seeds, f"({args.steps} steps, cfg {args.cfg}, RAD strength {args.rad_strength}, "
           f"masked: blocks {args.masked_blocks}, end_percent {args.masked_end})")
+    plain = {r["seed"]: r["in_box"] for r in rows if r["variant"] == "plain"}
     for name, *_ in variants:
         per_seed = " / ".join(f"{r['in_box']:.0%}" for r in rows if r["variant"] == name)
+        diffs = [r["in_box"] - plain[r["seed"]] for r in rows if r["variant"] == name and r["seed"] in plain]
+        if name != "plain" and len(diffs) > 1:
+            m = sum(diffs) / len(diffs)
+            se = (sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+            print(f"  {name:13s}: in box {m:+.0%} ± {se:.0%} vs plain (paired by clip, ± standard error)")
         print(f"  {name:13s}: background PSNR {mean('bg_psnr', name):.1f} dB (min "
               f"{min(r['bg_psnr'] for r in rows if r['variant'] == name):.1f}), blue object in box "
               f"{mean('in_box', name):.0%} of frames (per seed {per_seed}), red circle left in box "
               f"{mean('red_left', name):.0%}")
-    print(f"  cross-attention maps: RAD loss with a blue square already in its box {locate['places']:.2f} on "
-          f"place maps, {locate['words']:.2f} on word maps (0 = its words attend only inside the box, 1 = no "
-          "location)")
+    if locate:
+        print(f"  cross-attention maps: RAD loss with a blue square already in its box {locate['places']:.2f} on "
+              f"place maps, {locate['words']:.2f} on word maps (0 = its words attend only inside the box, 1 = no "
+              "location)")
     on = [r for r in rows if r["variant"] == "RAD"]
     edit_step = sum(r["step_s"] + r["rad_s"] for r in on) / sum(r["steps"] for r in on)
     rad_pass = sum(r["rad_s"] for r in on) / max(1, sum(r["rad_evaluations"] for r in on))
