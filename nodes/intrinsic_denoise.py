@@ -36,7 +36,7 @@ log = logging.getLogger("boxdirector")
 
 BASE_SAMPLERS = ("euler", "ddim")
 MAX_ITERATIONS, MAX_C_G, MAX_ETA_L, MAX_ETA_K = 16, 100000.0, 0.5, 2.0
-# iterations and eta_k are measured defaults (bench.quality, issue 28): with Langevin noise (eta_k 1) each
+# iterations and eta_k are measured defaults (bench.quality): with Langevin noise (eta_k 1) each
 # iteration adds ~6x more noise than the prior pushes, and the refinement does not help; deterministic
 # iterations do, more of them more. The paper's M is 2 and its eta_k unstated.
 DEFAULTS = {"iterations": 4, "c_g": 1.0, "gradient_scale": "per_element", "eta_l": 0.05, "eta_k": 0.0,
