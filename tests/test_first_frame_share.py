@@ -335,8 +335,9 @@ def test_intersection_with_masked_attention_matches_dense(family, mode, norm, ti
 
     tm = tiny_model(family)
     rule, regions, _, _ = ffs_rule(tm, mode=mode, strength=1.7, bias=0.0, blocks_spec="all", end=1.0)
+    # norm_mode "always": the oracle below is plain EFDM over every channel
     masked = MaskedAttention(regions=regions, subject_tokens=None, kinds=frozenset({"self"}), start=0.0, end=1.0,
-                             mask_norm=norm)
+                             mask_norm=norm, norm_mode="always")
     errs, swaps, changed = [], [], []
 
     class Check:
