@@ -172,6 +172,39 @@ def test_crash_between_journal_and_post_is_resolved_through_the_server(servers, 
     assert keys[reached.key] == 1 and keys[lost.key] == 1, keys
 
 
+EDIT_WORKFLOW = ROOT / "example_workflows" / "toyworld_reattention_edit.json"
+EDIT_TINY = {"KSampler.steps": 2, "EmptyHunyuanLatentVideo.width": 32, "EmptyHunyuanLatentVideo.height": 32,
+             "EmptyHunyuanLatentVideo.length": 5, **{f"{t}.{k}": v for t in ("Source boxes", "Edit boxes")
+                                                    for k, v in (("frames", 5), ("width", 32), ("height", 32))}}
+
+
+def test_job_refused_in_one_branch_is_rejected_not_done(comfy_server, tmp_path):
+    """ComfyUI answers 200 with node_errors when one output branch fails validation and runs the
+    others: here the source video is saved but the edit never runs, so the job is not done."""
+    from boxdirector.toyworld.install import link_models
+
+    link_models(comfy_server.base_dir)
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"set": EDIT_TINY, "jobs": [{"BoxDirector.ReAttentionEdit.steps": 0},
+                                                            {"BoxDirector.ReAttentionEdit.cfg": 1000.0}]}))
+    out = tmp_path / "out"
+    proc = run_batch([EDIT_WORKFLOW, sweep, "--out", out, "--server", comfy_server.url, "--no-progress"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"rejected": 2}, (manifest["counts"], log)
+    rows = {r["index"]: r for r in manifest["jobs"]}
+    for index, field in ((0, "steps"), (1, "cfg")):
+        row = rows[index]
+        assert "BoxDirector.ReAttentionEdit" in row["error"] and f"'{field}'" in row["error"], row["error"]
+        assert "not run: 21 (SaveAnimatedWEBP)" in row["error"], row["error"]
+        # The branch that passed ran: its file is kept and listed, the edit's is not there.
+        assert [p.split("/")[-1].split("_")[0] for p in row["outputs"]] == ["14"], row["outputs"]
+        assert f"rejected: job {index} [" in log and field in log, log
+    ran = history_keys([comfy_server])
+    assert all(ran[r["key"]] == 1 for r in rows.values()), ran
+
+
 def test_bad_sweep_keys_are_named(servers, tmp_path):
     sweep = tmp_path / "sweep.json"
     for content, expected in (({"set": {"KSampler.sed": 1}}, "node 12 (KSampler) has no input 'sed'"),

@@ -23,6 +23,9 @@ it again on the server (/queue, then /history) and waits for it instead of queue
 Finished jobs are skipped, refused or failed ones too unless --retry-failed. DIR/manifest.json
 lists every job of the sweep: inputs, status, prompt_id, server, output files, error text.
 Outputs (files of type "output", or all with --all-outputs) are saved under DIR/outputs/.
+A job is done only when every output node of its prompt ran: ComfyUI answers 200 with node_errors
+when only some output branches pass validation and runs just those; such a job ends "rejected"
+(the error names the refused node and input; the other branches' files are still saved).
 Exit status: 0 all done, 1 some job refused or failed, 2 bad arguments, 3 no server reachable.
 """
 
@@ -188,8 +191,11 @@ def rejection_text(answer: dict, prompt: dict) -> str:
             details = e.get("details") or ""
             msg = e.get("message") or ""
             if msg.startswith("Custom validation failed"):
-                # ComfyUI repeats a node's own validation message once per input it names: show it once.
+                # ComfyUI repeats a node's own validation message once per input its validate_inputs
+                # declares: show it once, blaming only the inputs the message names.
                 msg, details = re.sub(r"^(Custom validation failed for node: )?\S+ - ", "", details or msg), ""
+                if inp and not re.search(rf"\b{re.escape(inp)}\b", msg):
+                    inp = None
             text = f"{msg}: {details}" if details and details not in msg and details != inp else msg
             problems.setdefault((who, text), [])
             if inp and inp not in problems[(who, text)]:
@@ -362,6 +368,8 @@ class Batch:
         self.remaining = 0
         self.bar = None
         self.down: dict[str, float] = {}
+        self.output_classes: set | None = None     # class types that are output nodes (/object_info)
+        self.unreachable: set = set()               # servers whose outage was reported, until they answer
 
     # progress output
     def say(self, text: str) -> None:
@@ -393,13 +401,19 @@ class Batch:
                 await asyncio.wait_for(ev.wait(), self.poll)
             try:
                 entry = await server.history(prompt_id)
+                if lost_since is not None:
+                    self.back(server)
                 if entry is None and lost_since is not None and await server.locate(prompt_id) is None:
                     # The server came back without it (restarted, queue lost): send it again, same id.
+                    self.say(f"{server.url} came back without {job.describe()} (prompt {prompt_id[:8]}, lost with "
+                             "its queue): sending it again under the same id")
                     server.events.pop(prompt_id, None)
                     await self.submit(server, job, prompt_id)
                     return
                 lost_since = None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                if lost_since is None:
+                    self.lost(server, e)
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since > self.server_grace:
                     self.say(f"{server.url} has not answered for {self.server_grace:.0f} s; {job.describe()} "
@@ -420,8 +434,40 @@ class Batch:
             self.finished(job, "error", prompt_id=prompt_id, server=server.url, error=execution_error_text(entry))
             return
         saved = await self.save_outputs(server, job, entry)
+        missing = self.missing_outputs(job, entry)
+        if missing:
+            # The server accepted only some output branches (200 with node_errors): the rest never ran.
+            rec = self.manifest.records.get(job.key, {})
+            error = rec.get("partial_error") or (
+                f"output node(s) {', '.join(missing)} did not run: the server refused their branch at validation")
+            self.finished(job, "rejected", prompt_id=prompt_id, server=server.url, outputs=saved,
+                          error=f"{error} (outputs of the other branches saved; not run: {', '.join(missing)})")
+            return
         self.finished(job, "done", prompt_id=prompt_id, server=server.url, outputs=saved, error=None,
                       seconds=round(time.monotonic() - t0, 2))
+
+    def missing_outputs(self, job: Job, entry: dict) -> list[str]:
+        """The output nodes of the job's prompt that the server did not execute ("id (class)")."""
+        queued = entry.get("prompt") or []
+        ran = {str(n) for n in queued[4]} if len(queued) > 4 and isinstance(queued[4], list) else None
+        rec = self.manifest.records.get(job.key, {})
+        asked = [nid for nid, node in job.prompt.items()
+                 if self.output_classes is not None and node.get("class_type") in self.output_classes]
+        if ran is None or not asked:
+            # Nothing to compare with: trust the answer to the POST.
+            return [f"{n} ({job.prompt.get(n, {}).get('class_type', '?')})" for n in rec.get("refused_nodes") or []]
+        return [f"{n} ({job.prompt[n].get('class_type')})" for n in asked if n not in ran]
+
+    def lost(self, server: Server, exc: BaseException) -> None:
+        if server.url not in self.unreachable:
+            self.unreachable.add(server.url)
+            self.say(f"{server.url} stopped answering ({type(exc).__name__}: {exc or 'no answer'}); its jobs wait "
+                     f"up to {self.server_grace:.0f} s, then go to another server")
+
+    def back(self, server: Server) -> None:
+        if server.url in self.unreachable:
+            self.unreachable.discard(server.url)
+            self.say(f"{server.url} answers again; checking which of its jobs it still has")
 
     async def save_outputs(self, server: Server, job: Job, entry: dict) -> list[str]:
         folder = Path("outputs") / f"job{job.index:04d}_{job.key[:10]}"
@@ -450,7 +496,7 @@ class Batch:
         prompt_id = prompt_id or str(uuid.uuid4())
         # Written (and fsynced) before the POST: a crash after the server took the prompt leaves its id here.
         self.manifest.write(job.key, status="submitting", index=job.index, prompt_id=prompt_id, server=server.url,
-                            error=None)
+                            error=None, partial_error=None, refused_nodes=None)
         t0 = time.monotonic()
         extra = {"boxdirector_batch": {"key": job.key, "index": job.index}}
         try:
@@ -472,8 +518,14 @@ class Batch:
         if status != 200:
             self.finished(job, "rejected", prompt_id=None, server=server.url, error=rejection_text(answer, job.prompt))
             return
+        partial = {}
+        if answer.get("node_errors"):
+            # 200 with node_errors: the server runs only the output branches that passed validation.
+            partial = {"partial_error": rejection_text(answer, job.prompt),
+                       "refused_nodes": sorted(map(str, answer["node_errors"]))}
+            self.say(f"{job.describe()}: the server refused part of it and runs the rest: {partial['partial_error']}")
         self.manifest.write(job.key, status="queued", prompt_id=prompt_id, server=server.url,
-                            number=answer.get("number"))
+                            number=answer.get("number"), **partial)
         await self.follow(server, job, prompt_id, t0)
 
     async def reattach(self, server: Server, job: Job, rec: dict) -> None:
@@ -481,6 +533,8 @@ class Batch:
         where = await server.locate(prompt_id)
         if where is None:
             # The server never got it (crash between journal and POST) or lost its queue (restart).
+            self.say(f"{job.describe()}: prompt {prompt_id[:8]} is not on {server.url} (never received, or lost in "
+                     "a restart): sending it under the same id")
             await self.submit(server, job, prompt_id)
             return
         self.say(f"{job.describe()}: found prompt {prompt_id[:8]} in the {where} of {server.url}; waiting for it")
@@ -567,6 +621,12 @@ class Batch:
             if not reachable:
                 self.say("no ComfyUI server reachable: start one (python main.py --listen) or fix --server")
                 return 3
+            try:
+                info = await reachable[0].get_json("/object_info")
+                self.output_classes = {k for k, v in info.items() if isinstance(v, dict) and v.get("output_node")}
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                self.say(f"{reachable[0].url}/object_info did not answer: a job counts as done when the server "
+                         "reported no node_errors for it")
             for s in reachable:
                 s.ws_task = asyncio.create_task(s.listen())
             ticker = asyncio.create_task(self.ticker(reachable))
