@@ -209,8 +209,9 @@ def parse_kjnodes_coordinates(coords) -> list[list]:
     def load(text, field):
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
-            return load_json(text.replace("'", '"'), field)  # ComfyUI accepts single quotes too
+        except (json.JSONDecodeError, RecursionError):
+            # ComfyUI accepts single quotes too; load_json names malformed or too deeply nested text.
+            return load_json(text.replace("'", '"'), field)
 
     data = load(coords, "coordinates") if isinstance(coords, str) else coords
     if isinstance(data, Sequence) and not isinstance(data, str) and data and all(isinstance(p, str) for p in data):

@@ -16,7 +16,8 @@ Document
           {"frame": 80, "box": [0.70, 0.40, 0.90, 0.80], "visible": true}]}]}
 
 * ``version`` -- 1 (may be left out: it means 1). A higher version is refused: this pack reads 1.
-* ``frames`` -- pixel-frame count, int >= 1. ``width``, ``height`` -- pixels, ints >= 1.
+* ``frames`` -- pixel-frame count, int in 1..MAX_FRAMES. ``width``, ``height`` -- pixels, ints in
+  1..MAX_SIZE, and frames x width x height at most MAX_PIXELS (see the limits below).
 * ``objects`` -- at least one. ``id``: non-empty string, unique. ``prompt``: the non-empty subject
   phrase as it appears in the text prompt. ``keyframes``: at least one.
 * keyframe ``frame`` -- int in [0, frames-1]. Keyframes of one object are listed in strictly
@@ -70,6 +71,15 @@ _TOP_FIELDS = ("version", "frames", "width", "height", "objects")
 _OBJECT_FIELDS = ("id", "prompt", "keyframes")
 _KEYFRAME_FIELDS = ("frame", "box", "ease", "visible")
 _BOX_HINT = "boxes are [x0, y0, x1, y1] in 0..1"
+
+# Limits that fit real video models with room to spare (Wan 81 frames at 1280x720, HunyuanVideo 129,
+# LTX-Video 257, a Long Video of many chunks), and refuse what could only exhaust memory: every
+# region mask is frames x height x width floats per object (at the pixel bound, 4 GiB each).
+MAX_FRAMES = 1025          # 4k + 1 (the causal VAEs' frame counts): about a minute at 16 fps
+MAX_SIZE = 4096            # pixels per side
+MAX_PIXELS = 1 << 30       # frames x width x height: e.g. 1025 frames of 1280 x 720 fit
+MAX_ID = 256               # characters of an object id (drawn in previews)
+MAX_PROMPT = 4096          # characters of a subject phrase
 
 # The path used for errors about the document as a whole (malformed JSON, not an object).
 DOCUMENT = "document"
@@ -265,6 +275,9 @@ def load_json(text: str | bytes, field: str = DOCUMENT):
         hint = "the text is empty" if not text.strip() else "check for a missing comma, quote or bracket there"
         raise TrajectoryError(field, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}; {hint}",
                               line=e.lineno, column=e.colno) from None
+    except RecursionError:
+        raise TrajectoryError(field, "JSON nested too deeply (brackets inside brackets past Python's recursion limit); "
+                                     "check the brackets") from None
 
 
 def parse_trajectory(text_or_dict) -> Trajectory:
@@ -352,11 +365,13 @@ def _check_int(v, path: str, lo: int, hi: int | None = None, fix: str = "") -> i
     return int(v)
 
 
-def _check_text(v, path: str, example: str) -> str:
+def _check_text(v, path: str, example: str, longest: int) -> str:
     if not isinstance(v, str):
         raise TrajectoryError(path, f"must be a string, got {_describe(v)}; e.g. {json.dumps(example)}")
     if not v.strip():
         raise TrajectoryError(path, f"must not be empty; e.g. {json.dumps(example)}")
+    if len(v) > longest:
+        raise TrajectoryError(path, f"is {len(v)} characters long, at most {longest}; e.g. {json.dumps(example)}")
     return v
 
 
@@ -417,9 +432,13 @@ def _check_document(data) -> None:
     if version != VERSION:
         raise TrajectoryError("version", f"this pack reads version {VERSION} documents, this one is version "
                                          f"{version}; update Box Director, or write it as version {VERSION}")
-    frames = _check_int(data["frames"], "frames", 1, fix="; frames is the number of pixel frames")
-    _check_int(data["width"], "width", 1, fix="; width is in pixels")
-    _check_int(data["height"], "height", 1, fix="; height is in pixels")
+    frames = _check_int(data["frames"], "frames", 1, MAX_FRAMES, "; frames is the number of pixel frames")
+    width = _check_int(data["width"], "width", 1, MAX_SIZE, "; width is in pixels")
+    height = _check_int(data["height"], "height", 1, MAX_SIZE, "; height is in pixels")
+    if frames * width * height > MAX_PIXELS:
+        raise TrajectoryError("frames", f"{frames} frames of {width} x {height} is {frames * width * height:,} pixels, "
+                                        f"more than the {MAX_PIXELS:,} a trajectory may cover (its masks would not "
+                                        "fit in memory); use fewer frames or a smaller size")
     objects = data["objects"]
     if not isinstance(objects, (list, tuple)):
         raise TrajectoryError("objects", f"must be a list of objects, got {_describe(objects)}")
@@ -430,11 +449,11 @@ def _check_document(data) -> None:
     for i, obj in enumerate(objects):
         p = f"objects[{i}]"
         _check_fields(obj, p, _OBJECT_FIELDS, _OBJECT_FIELDS, "an object")
-        oid = _check_text(obj["id"], f"{p}.id", "cat")
+        oid = _check_text(obj["id"], f"{p}.id", "cat", MAX_ID)
         if oid in ids:
             raise TrajectoryError(f"{p}.id", f"id {oid!r} is already used by objects[{ids[oid]}]; ids must be unique")
         ids[oid] = i
-        _check_text(obj["prompt"], f"{p}.prompt", "a black cat")
+        _check_text(obj["prompt"], f"{p}.prompt", "a black cat", MAX_PROMPT)
         _check_keyframes(obj["keyframes"], f"{p}.keyframes", frames)
 
 

@@ -30,9 +30,9 @@ from ..core import first_frame as ff
 from ..core import region_attention as ra
 from ..core import token_layout
 from ..core.regions import Regions as RegionSet
-from . import attention_seam, model_families, types
+from . import attention_seam, checks, model_families, types
+from .checks import parse_blocks, schedule_problem
 from .common import CATEGORY, node_id
-from .masked_attention import parse_blocks, schedule_problem
 from .subject_tokens import find_subject_tokens
 
 log = logging.getLogger("boxdirector")
@@ -351,17 +351,16 @@ class FirstFrameShare(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, blocks, start_percent, end_percent, strength=None, mode=None):
-        if isinstance(strength, float) and not (math.isfinite(strength) and 0.0 <= strength <= 10.0):
-            return f"strength: must be a number between 0 and 10, got {strength}"
-        if isinstance(mode, str) and mode not in NODE_MODES:
-            return f"mode: one of {', '.join(NODE_MODES)}, got {mode!r}"
-        return schedule_problem(blocks, start_percent, end_percent) or True
+    def validate_inputs(cls, blocks, start_percent, end_percent, strength=None, mode=None, mask_bias=None,
+                        coverage=None):
+        return checks.validate(cls, locals(), lambda: schedule_problem(blocks, start_percent, end_percent))
 
     @classmethod
     def execute(cls, model, mode="add_first", strength=1.0, start_percent=0.0, end_percent=1.0, blocks="all",
                 cond_only=False, regions=None, clip=None, prompt="", mask_bias=1.0, coverage=0.5) -> io.NodeOutput:
         family = model_families.family_of(model)
+        checks.at_run(cls, locals(), lambda: schedule_problem(blocks, start_percent, end_percent),
+                      lambda: checks.blocks_problem_for(blocks, family.total_blocks))
         subjects = None
         if regions is not None and mask_bias != 0.0 and family.layout != "svd":
             if clip is None or not prompt.strip():
@@ -471,10 +470,8 @@ class SharedNoise(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, alpha=None):
-        if isinstance(alpha, float) and not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-            return f"alpha: must be a number between 0 and 1, got {alpha}"
-        return True
+    def validate_inputs(cls, noise_seed=None, alpha=None, variance=None, shared=None):
+        return checks.validate(cls, locals())
 
     @classmethod
     def execute(cls, noise_seed, alpha=0.2, variance="preserve", shared="encoded_first_frame", first_frame=None,

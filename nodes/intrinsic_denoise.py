@@ -29,7 +29,7 @@ from ..core import intrinsic_denoise as idn
 from ..core import token_layout
 from ..core.masks import masks_to_boxes
 from ..core.trajectory import sample_boxes
-from . import model_families, types
+from . import checks, model_families, types
 from .common import CATEGORY, node_id
 
 log = logging.getLogger("boxdirector")
@@ -272,28 +272,8 @@ class TemporalIntrinsicDenoise(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, base_sampler=None, gradient_scale=None, iterations=None, c_g=None, eta_l=None,
                         eta_k=None, start_percent=None, end_percent=None, prior_on=None, prior=None):
-        # ComfyUI skips its own min/max checks for the inputs named here, and (0.3.75) does not check V3
-        # combo values at all: every range is checked here. Linked inputs arrive as None.
-        def num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        if isinstance(base_sampler, str) and base_sampler not in BASE_SAMPLERS:
-            return f"base_sampler: one of {', '.join(BASE_SAMPLERS)}, got {base_sampler!r}"
-        if isinstance(prior, str) and prior not in idn.PRIOR_KINDS:
-            return f"prior: one of {', '.join(idn.PRIOR_KINDS)}, got {prior!r}"
-        if isinstance(prior_on, str) and prior_on not in idn.PRIOR_TARGETS:
-            return f"prior_on: one of {', '.join(idn.PRIOR_TARGETS)}, got {prior_on!r}"
-        if isinstance(gradient_scale, str) and gradient_scale not in idn.GRADIENT_SCALES:
-            return f"gradient_scale: one of {', '.join(idn.GRADIENT_SCALES)}, got {gradient_scale!r}"
-        for name, v, lo, hi in (("iterations", iterations, 0, MAX_ITERATIONS), ("c_g", c_g, 0.0, MAX_C_G),
-                                ("eta_l", eta_l, 0.0, MAX_ETA_L), ("eta_k", eta_k, 0.0, MAX_ETA_K),
-                                ("start_percent", start_percent, 0.0, 1.0), ("end_percent", end_percent, 0.0, 1.0)):
-            if num(v) and not (math.isfinite(v) and lo <= v <= hi):
-                why = " (larger steps overshoot the model's denoised estimate)" if name == "eta_l" else ""
-                return f"{name}: must be between {lo} and {hi}{why}, got {v}"
-        if num(start_percent) and num(end_percent) and start_percent > end_percent:
-            return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
-        return True
+        # Linked inputs arrive as None here; execute() checks them again.
+        return checks.validate(cls, locals(), lambda: checks.schedule_problem(None, start_percent, end_percent))
 
     @classmethod
     def execute(cls, base_sampler="euler", iterations=4, c_g=1.0, gradient_scale="per_element", eta_l=0.05,

@@ -7,8 +7,6 @@ box guidance per chunk: the MaskedAttentionPatch rule on the chunk's slice of th
 
 from __future__ import annotations
 
-import math
-
 import torch
 from comfy_api.latest import io
 
@@ -16,7 +14,7 @@ from ..core import first_frame as ff
 from ..core import long_video as lv
 from ..core import token_layout
 from ..core.regions import Regions as RegionSet
-from . import attention_seam, model_families, types
+from . import attention_seam, checks, model_families, types
 from .common import CATEGORY, node_id
 from .first_frame import FirstFrameShareRule
 from .masked_attention import MaskedAttention
@@ -157,19 +155,23 @@ class LongVideoChunks(io.ComfyNode):
         return list(comfy.samplers.KSampler.SCHEDULERS)
 
     @classmethod
-    def validate_inputs(cls, overlap=None, anchor_first_frame=None, share_strength=None, noise_share=None):
-        for name, v, hi in (("share_strength", share_strength, 10.0), ("noise_share", noise_share, 1.0)):
-            if isinstance(v, float) and not (math.isfinite(v) and 0.0 <= v <= hi):
-                return f"{name}: must be a number between 0 and {hi:g}, got {v}"
-        if isinstance(overlap, int) and anchor_first_frame is False and overlap < 1:
-            return "overlap: needs at least 1 latent frame without anchor_first_frame (chunks must continue each other)"
-        return True
+    def validate_inputs(cls, overlap=None, anchor_first_frame=None, share_strength=None, noise_share=None, cfg=None,
+                        box_end_percent=None, share_mode=None, sampler_name=None, scheduler=None, length=None,
+                        steps=None):
+        def chunks():
+            if isinstance(overlap, int) and anchor_first_frame is False and overlap < 1:
+                return ("overlap: needs at least 1 latent frame without anchor_first_frame (chunks must continue "
+                        "each other)")
+            return None
+
+        return checks.validate(cls, locals(), chunks)
 
     @classmethod
     def execute(cls, model, positive, negative, latent, length=241, overlap=1, anchor_first_frame=True,
                 first_frame_share=False, share_mode="add_first", share_strength=1.0, noise_share=0.0, seed=0,
                 steps=20, cfg=5.0, sampler_name="euler", scheduler="simple", regions=None, box_end_percent=0.3,
                 vae=None, clip=None, prompt="") -> io.NodeOutput:
+        checks.at_run(cls, locals())
         import comfy.sample
         import comfy.utils
 

@@ -322,10 +322,11 @@ class MaskedAttentionPatch(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, blocks, start_percent, end_percent, normalization_mode=None):
-        if isinstance(normalization_mode, str) and normalization_mode not in NORM_MODES:
-            return f"normalization_mode: one of {', '.join(NORM_MODES)}, got {normalization_mode!r}"
-        return schedule_problem(blocks, start_percent, end_percent) or True
+    def validate_inputs(cls, blocks, start_percent, end_percent, normalization_mode=None, coverage=None,
+                        word_binding=None, special_tokens=None):
+        from . import checks
+
+        return checks.validate(cls, locals(), lambda: checks.schedule_problem(blocks, start_percent, end_percent))
 
     @classmethod
     def execute(cls, model, regions, prompt="", start_percent=0.0, end_percent=0.3, self_attention=True,

@@ -48,10 +48,10 @@ from ..core import reatco, token_layout
 from ..core.masks import box_masks
 from ..core.regions import Regions as RegionSet
 from ..core.trajectory import sample_boxes
-from . import attention_seam, model_families, types
+from . import attention_seam, checks, model_families, types
 from .common import CATEGORY, node_id
 from .intrinsic_denoise import parametrisation_of
-from .masked_attention import blocks_problem, parse_blocks
+from .checks import blocks_problem, parse_blocks
 from .subject_tokens import _encoder_key, _ids, find_subject_tokens, key_window
 
 log = logging.getLogger("boxdirector")
@@ -628,22 +628,8 @@ class ReAttentionEdit(io.ComfyNode):
     def validate_inputs(cls, steps=None, cfg=None, rad_strength=None, rad_end_percent=None, refine_iterations=None,
                         topk_fraction=None, blocks=None, frame_window=None, scheduler=None, inversion_iterations=None,
                         maps=None):
-        def num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        if isinstance(maps, str) and maps not in reatco.MAP_NORMALISATIONS:
-            return f"maps: one of {', '.join(reatco.MAP_NORMALISATIONS)}, got {maps!r}"
-        if isinstance(scheduler, str) and scheduler not in comfy.samplers.SCHEDULER_NAMES:
-            return f"scheduler: one of {', '.join(comfy.samplers.SCHEDULER_NAMES)}, got {scheduler!r}"
-        for name, v, lo, hi in (("steps", steps, 1, MAX_STEPS), ("cfg", cfg, 0.0, 100.0),
-                                ("rad_strength", rad_strength, 0.0, MAX_STRENGTH),
-                                ("rad_end_percent", rad_end_percent, 0.0, 1.0),
-                                ("refine_iterations", refine_iterations, 0, MAX_REFINE_ITER),
-                                ("inversion_iterations", inversion_iterations, 0, MAX_REFINE_ITER),
-                                ("topk_fraction", topk_fraction, 0.01, 1.0), ("frame_window", frame_window, 0, MAX_WINDOW)):
-            if num(v) and not (math.isfinite(v) and lo <= v <= hi):
-                return f"{name}: must be between {lo} and {hi}, got {v}"
-        return blocks_problem(blocks) or True
+        # Linked inputs arrive as None here; execute() checks them again.
+        return checks.validate(cls, locals(), lambda: blocks_problem(blocks))
 
     @classmethod
     def execute(cls, model, positive, negative, source, prompt="", seed=0, steps=20, cfg=5.0, scheduler="simple",

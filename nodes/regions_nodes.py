@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..core import masks as core_masks
 from ..core.regions import Regions as RegionSet
 from ..core.trajectory import sample_boxes
-from . import types
+from . import checks, types
 from .common import CATEGORY, node_id
 
 SOURCES = ("trajectory", "mask", "regions")
@@ -65,22 +65,26 @@ class MaskSequence(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mask_id, input_types=None):
-        # Declaring input_types hands the link type check to us: keep it as strict as ComfyUI's.
-        linked = (input_types or [{}])[0] if isinstance(input_types, list) else (input_types or {})
-        for name, got in linked.items():
-            want = EXPECTED_TYPES.get(name)
-            if want is not None and got not in (want, "*"):
-                return f"{name}: expects {want}, but a {got} output is connected"
-        if not any(name in linked for name in SOURCES):
-            return "connect at least one of trajectory, mask or regions"
-        if isinstance(mask_id, str) and "mask" in linked and not mask_id.strip():
-            return "mask_id: give the mask's object an id"
-        return True
+    def validate_inputs(cls, mask_id, input_types=None, dilation=None, feather=None):
+        def links():
+            # Declaring input_types hands the link type check to us: keep it as strict as ComfyUI's.
+            linked = (input_types or [{}])[0] if isinstance(input_types, list) else (input_types or {})
+            for name, got in linked.items():
+                want = EXPECTED_TYPES.get(name)
+                if want is not None and got not in (want, "*"):
+                    return f"{name}: expects {want}, but a {got} output is connected"
+            if not any(name in linked for name in SOURCES):
+                return "connect at least one of trajectory, mask or regions"
+            if isinstance(mask_id, str) and "mask" in linked and not mask_id.strip():
+                return "mask_id: give the mask's object an id"
+            return None
+
+        return checks.validate(cls, locals(), links)
 
     @classmethod
     def execute(cls, mask_id="mask", mask_prompt="", dilation=0, feather=0.0, trajectory=None, mask=None,
                 regions=None) -> io.NodeOutput:
+        checks.at_run(cls, {"dilation": dilation, "feather": feather})
         new: list[RegionSet] = []
         if trajectory is not None:
             boxes, visible = sample_boxes(trajectory)

@@ -13,13 +13,12 @@ from comfy_api.latest import io, ui
 
 from ..core import interop, masks as core_masks, preview as core_preview
 from ..core.trajectory import Trajectory as TrajectoryDoc
-from ..core.trajectory import TrajectoryError, example_trajectory, parse_trajectory, sample_boxes
-from . import types
+from ..core.trajectory import MAX_FRAMES, MAX_SIZE, TrajectoryError, example_trajectory, parse_trajectory, sample_boxes
+from . import checks, types
 from .common import CATEGORY, node_id
 
 OVERRIDE_TIP = "0 keeps the document's value."
 MAX_PREVIEW_FRAMES = 8
-FRAMES_MAX = 100000
 
 
 def load_trajectory(text: str, frames: int = 0, width: int = 0, height: int = 0) -> TrajectoryDoc:
@@ -79,12 +78,12 @@ class BBoxTrajectory(io.ComfyNode):
                 io.String.Input("trajectory", multiline=True, default=example_trajectory().to_json(),
                                 tooltip="Trajectory document (JSON, version 1): frames, width, height and "
                                         "objects with keyframed boxes [x0, y0, x1, y1] in 0..1. See the help page."),
-                io.Int.Input("frames", default=0, min=0, max=FRAMES_MAX,
+                io.Int.Input("frames", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Pixel-frame count of the video. " + OVERRIDE_TIP +
                                      " Keyframe times are rescaled in proportion."),
-                io.Int.Input("width", default=0, min=0, max=16384,
+                io.Int.Input("width", default=0, min=0, max=MAX_SIZE,
                              tooltip="Video width in pixels. " + OVERRIDE_TIP + " Boxes are relative, so they keep their place."),
-                io.Int.Input("height", default=0, min=0, max=16384,
+                io.Int.Input("height", default=0, min=0, max=MAX_SIZE,
                              tooltip="Video height in pixels. " + OVERRIDE_TIP),
                 io.Image.Input("image", optional=True,
                                tooltip="Optional video or image to draw the preview on (one image is used for every frame)."),
@@ -97,19 +96,19 @@ class BBoxTrajectory(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, trajectory, frames):
-        # Only what decides validity is declared (ComfyUI skips min/max checks of declared inputs and
-        # repeats the message per input): width/height keep their widget limits. A linked-in
-        # document is checked when the node runs.
-        if not isinstance(trajectory, str):
-            return True
-        if not isinstance(frames, int) or not 0 <= frames <= FRAMES_MAX:
-            return f"frames: must be 0 (keep the document's value) up to {FRAMES_MAX}, got {frames}"
-        try:
-            load_trajectory(trajectory, frames)
-        except TrajectoryError as e:
-            return f"trajectory: {e}"
-        return True
+    def validate_inputs(cls, trajectory, frames, width=None, height=None):
+        # A linked-in document or size is checked when the node runs.
+        def document():
+            if not isinstance(trajectory, str):
+                return None
+            size = [v if isinstance(v, int) else 0 for v in (frames, width, height)]   # linked: the document's
+            try:
+                load_trajectory(trajectory, *size)
+            except TrajectoryError as e:
+                return f"trajectory: {e}"
+            return None
+
+        return checks.validate(cls, locals(), document)
 
     @classmethod
     def execute(cls, trajectory, frames=0, width=0, height=0, image=None) -> io.NodeOutput:
@@ -142,8 +141,8 @@ def append_input():
 
 
 def size_inputs():
-    return [io.Int.Input("width", default=832, min=1, max=16384, tooltip="Video width in pixels."),
-            io.Int.Input("height", default=480, min=1, max=16384, tooltip="Video height in pixels.")]
+    return [io.Int.Input("width", default=832, min=1, max=MAX_SIZE, tooltip="Video width in pixels."),
+            io.Int.Input("height", default=480, min=1, max=MAX_SIZE, tooltip="Video height in pixels.")]
 
 
 def single_object_inputs():
@@ -156,8 +155,8 @@ def single_object_inputs():
 def point_track_inputs():
     """Inputs shared by the converters whose points are box centres (coordinates, tracks)."""
     return [
-        io.Int.Input("box_width", default=128, min=1, max=16384, tooltip="Box width in pixels."),
-        io.Int.Input("box_height", default=128, min=1, max=16384, tooltip="Box height in pixels."),
+        io.Int.Input("box_width", default=128, min=1, max=MAX_SIZE, tooltip="Box width in pixels."),
+        io.Int.Input("box_height", default=128, min=1, max=MAX_SIZE, tooltip="Box height in pixels."),
         *size_inputs(),
         io.String.Input("ids", default="", tooltip="Object ids, comma separated, one per object "
                                                    "(default obj0, obj1, ...)."),
@@ -187,18 +186,19 @@ class TrajectoryFromCoordinates(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, coordinates, ids, prompts):
-        # ComfyUI repeats a validation message once per declared input and skips min/max checks for
-        # them, so only the text inputs are declared; sizes keep their widget limits.
-        if not all(isinstance(v, str) for v in (coordinates, ids, prompts)):
-            return True
-        try:
-            count = len(interop.parse_kjnodes_coordinates(coordinates))
-            interop.from_kjnodes_coordinates(coordinates, 1, 1, 1, 1, prompts=["-"] * count)  # every point
-            object_names(ids, prompts, count)
-        except TrajectoryError as e:
-            return str(e)
-        return True
+    def validate_inputs(cls, coordinates, ids, prompts, box_width=None, box_height=None, width=None, height=None):
+        def points():
+            if not all(isinstance(v, str) for v in (coordinates, ids, prompts)):
+                return None
+            try:
+                count = len(interop.parse_kjnodes_coordinates(coordinates))
+                interop.from_kjnodes_coordinates(coordinates, 1, 1, 1, 1, prompts=["-"] * count)  # every point
+                object_names(ids, prompts, count)
+            except TrajectoryError as e:
+                return str(e)
+            return None
+
+        return checks.validate(cls, locals(), points)
 
     @staticmethod
     def convert(coordinates, box_width, box_height, width, height, ids, prompts) -> TrajectoryDoc:
@@ -232,6 +232,10 @@ class TrajectoryFromTracks(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, box_width=None, box_height=None, width=None, height=None):
+        return checks.validate(cls, locals())
+
+    @classmethod
     def execute(cls, tracks, box_width, box_height, width, height, ids="", prompts="", append_to=None):
         if not isinstance(tracks, dict) or "track_path" not in tracks:
             raise TrajectoryError("tracks", "expects ComfyUI TRACKS: a dict with track_path [frames, tracks, 2]")
@@ -245,8 +249,8 @@ class SingleObjectConverter(io.ComfyNode):
     """Converters that make one object, named by the ``id`` and ``prompt`` widgets."""
 
     @classmethod
-    def validate_inputs(cls, id):
-        return True if not isinstance(id, str) or id.strip() else "id: give the object an id"
+    def validate_inputs(cls, id, width=None, height=None, threshold=None):
+        return checks.validate(cls, locals(), None if not isinstance(id, str) or id.strip() else "id: give the object an id")
 
 
 class TrajectoryFromBBox(SingleObjectConverter):
@@ -339,6 +343,10 @@ class TrajectoryPreview(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The frames with the overlay.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, mask_opacity=None):
+        return checks.validate(cls, locals())
 
     @classmethod
     def execute(cls, images, mask_opacity=0.35, trajectory=None, regions=None):

@@ -288,3 +288,9 @@ def test_merge_combines_objects_and_refuses_clashes():
     assert_error(lambda: merge(a, a), "objects[1].id", "'cat'", "both")
     c = from_kjnodes_bbox([(8, 8, 4, 4)] * 5, 16, 16, "a dog", "dog")
     assert_error(lambda: merge(a, c), "frames", "3 vs 5")
+
+
+@pytest.mark.parametrize("text", ["[" * 100000, "[" * 100000 + "]" * 100000, '["' + "[" * 100000 + '"]'])
+def test_deeply_nested_coordinates_are_named(text):
+    with pytest.raises(TrajectoryError, match="coordinates.*nested too deeply"):
+        from_kjnodes_coordinates(text, 8, 8, 64, 64, prompts=["a cat"])

@@ -483,8 +483,29 @@ def test_float_where_int_expected():
 
 
 def test_non_positive_sizes():
-    expect_error(edit(lambda d: (d, "frames"), 0), "frames", ">= 1")
-    expect_error(edit(lambda d: (d, "width"), -832), "width", ">= 1")
+    expect_error(edit(lambda d: (d, "frames"), 0), "frames", "in 1..")
+    expect_error(edit(lambda d: (d, "width"), -832), "width", "in 1..")
+
+
+def test_sizes_past_what_video_models_use_are_refused():
+    # The README's limits: frames <= 1025, width and height <= 4096, frames x width x height <= 2^30.
+    expect_error(edit(lambda d: (d, "frames"), 1026), "frames", "1..1025", "1026")
+    expect_error(edit(lambda d: (d, "frames"), 200000), "frames", "1..1025")
+    expect_error(edit(lambda d: (d, "frames"), 1e30), "frames", "whole number")
+    expect_error(edit(lambda d: (d, "width"), 4097), "width", "1..4096")
+    expect_error(edit(lambda d: (d, "height"), 100000), "height", "1..4096")
+    big = edit(lambda d: (d, "frames"), 1025)
+    big.update(width=4096, height=4096)
+    expect_error(big, "frames", "pixels", "fewer frames")
+    ok = edit(lambda d: (d, "frames"), 1025)
+    ok.update(width=1280, height=720)
+    assert parse_trajectory(json.dumps(ok)).frames == 1025
+
+
+def test_deep_nesting_and_huge_ids_are_named_not_crashes():
+    expect_error("[" * 100000, "document", "nested too deeply")
+    expect_error('{"objects": ' * 100000, "document", "nested too deeply")
+    expect_error(edit(lambda d: (d["objects"][0], "id"), "x" * 5_000_000), "objects[0].id", "characters")
 
 
 def test_visible_must_be_a_bool():
