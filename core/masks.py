@@ -174,3 +174,13 @@ def masks_to_boxes(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.T
 
 
 __all__ = ["box_masks", "dilate", "feather", "union", "fit_frames", "masks_to_boxes"]
+
+
+def stretch_frames(masks: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[..., F, H, W]`` -> ``[..., frames, H, W]`` by the nearest frame, first and last kept: regions
+    made for another length spread evenly over the video (the rule ``token_layout`` applies too)."""
+    f = masks.shape[-3]
+    if f == frames:
+        return masks
+    index = torch.linspace(0, f - 1, frames, device=masks.device).round().long()
+    return masks.index_select(masks.ndim - 3, index)

@@ -39,7 +39,9 @@ pixel frames ``c*(t-1)+1 .. c*t`` (c = temporal compression; 4 for Wan/Hunyuan, 
 VAEs encode chunks of 1, c, c, ...). SVD has no temporal compression: pixel frame = latent frame =
 one batch item. Pixel frames past the last complete chunk are dropped, as the VAEs drop them. If the
 masks' frame count does not give the latent's frame count at all, the masks are stretched over time
-(nearest frame) to the frames the latent represents.
+(nearest frame) to the frames the latent represents. This is the pack's one rule for a trajectory
+made for another length or aspect than the video: resample it, and say so (``resampling_note``, one
+log line per pair of shapes), never refuse it and never do it silently.
 
 Spatial footprint. The masks are brought to the latent grid ``(H, W)`` by area averaging: with
 masks of exactly ``latent * spatial_compression`` pixels each latent pixel takes the exact mean over
@@ -102,6 +104,7 @@ the same for a transformer's spatial and temporal calls (tell them apart by the 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -178,6 +181,45 @@ def latent_size(layout: TokenLayout | str, pixel_frames: int, height: int, width
     lay = get_layout(layout)
     s = lay.spatial_compression
     return latent_frames(lay, pixel_frames), height // s, width // s
+
+
+log = logging.getLogger("boxdirector")
+_NOTED: set = set()
+ASPECT_TOLERANCE = 0.05     # relative difference of width / height still taken as the same aspect
+
+
+def resampling_note(layout: TokenLayout | str, frames: int, size: tuple[int, int] | None, latent_shape) -> str | None:
+    """What resampling masks of ``frames`` pixel frames at ``size`` (h, w; None: not known, e.g.
+    normalised boxes) onto this latent does, when they were made for another length or aspect than
+    the video; None when they fit."""
+    lay = get_layout(layout)
+    t, h, w = _latent_thw(lay, latent_shape)
+    s = lay.spatial_compression
+    parts = []
+    if latent_frames(lay, frames) != t:
+        parts.append(f"{frames} frames stretched over the latent's {pixel_frames_for(lay, t)}-frame video "
+                     f"({t} latent frames)")
+    hm, wm = size or (h * s, w * s)
+    if abs(wm / hm - w / h) > ASPECT_TOLERANCE * (w / h) and not (hm // s == h and wm // s == w):
+        parts.append(f"drawn at {wm}x{hm} but the video is {w * s}x{h * s}: boxes stretched to its aspect")
+    if not parts:
+        return None
+    return ("the trajectory / regions do not match the video: " + "; ".join(parts) +
+            " (make them at the video's length and size to place objects exactly)")
+
+
+def note_resampling(who: str, layout: TokenLayout | str, frames: int, size: tuple[int, int] | None,
+                    latent_shape) -> None:
+    """Log ``resampling_note`` once per (who, shapes): the rule resamples, visibly."""
+    key = (who, get_layout(layout).family, frames, size and tuple(size), tuple(int(d) for d in latent_shape))
+    if key in _NOTED:
+        return
+    note = resampling_note(layout, frames, size, latent_shape)
+    if note:
+        if len(_NOTED) > 1000:
+            _NOTED.clear()
+        _NOTED.add(key)
+        log.warning("%s: %s", who, note)
 
 
 def _latent_thw(lay: TokenLayout, latent_shape) -> tuple[int, int, int]:
@@ -275,6 +317,7 @@ def token_coverage(masks: torch.Tensor, layout: TokenLayout | str, latent_shape,
     k = masks.shape[0]
     if k == 0:
         return masks.new_zeros((0, *token_grid(lay, (t, h, w), level)), dtype=torch.float32)
+    note_resampling("Box Director regions", lay, masks.shape[1], tuple(masks.shape[-2:]), (t, h, w))
     m = masks.to(torch.float32).clamp(0.0, 1.0)
     m = _to_latent_frames(m, lay, t)       # time first: it shrinks the tensor the most
     m = _to_latent_pixels(m, lay, h, w)

@@ -476,8 +476,7 @@ class SharedNoise(io.ComfyNode):
     @classmethod
     def execute(cls, noise_seed, alpha=0.2, variance="preserve", shared="encoded_first_frame", first_frame=None,
                 image=None, vae=None, model=None) -> io.NodeOutput:
-        if shared not in SHARED_TERMS:
-            raise ValueError(f"shared: must be one of {SHARED_TERMS}, got {shared!r}")
+        checks.at_run(cls, {"alpha": alpha, "variance": variance, "shared": shared})
         if shared == "first_frame_noise":
             if first_frame is not None or image is not None:
                 raise ValueError("shared: first_frame_noise ignores the connected first frame; set shared to "

@@ -128,6 +128,8 @@ def prior_for(config: IntrinsicConfig, model_k, base, x: torch.Tensor) -> idn.Te
                              "(set c_g to 0 to refine with the score alone)")
         log.warning("Temporal Intrinsic Denoise: unknown model %s; spreading the boxes evenly over its %d latent "
                     "frames", type(base).__name__, x.shape[2])
+    else:
+        token_layout.note_resampling("Temporal Intrinsic Denoise", layout, config.boxes.shape[1], None, x.shape)
     return idn.TemporalPrior.from_boxes(config.boxes, config.visible, x.shape, layout,
                                         frames_are_batch=frames_are_batch, gradient_scale=config.gradient_scale,
                                         contrast=config.prior == "temporal_contrast")

@@ -7,11 +7,14 @@ box guidance per chunk: the MaskedAttentionPatch rule on the chunk's slice of th
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
 from ..core import first_frame as ff
 from ..core import long_video as lv
+from ..core import masks as core_masks
 from ..core import token_layout
 from ..core.regions import Regions as RegionSet
 from . import attention_seam, checks, model_families, types
@@ -201,8 +204,11 @@ class LongVideoChunks(io.ComfyNode):
             anchor_first_frame = False
         chunks = lv.plan_chunks(total, T, overlap, anchor_first_frame)
         if regions is not None and regions.frames != length:
-            raise ValueError(f"regions: made for {regions.frames} frames but length is {length}; make the "
-                             "trajectory as long as the whole video")
+            # The pack's rule for another length: stretch, and say so.
+            logging.getLogger("boxdirector").warning(
+                "Long Video (Chunks): regions made for %d frames stretched over the %d-frame video (make the "
+                "trajectory as long as the whole video to place objects exactly)", regions.frames, length)
+            regions = RegionSet(core_masks.stretch_frames(regions.masks, length), regions.ids, regions.prompts)
         kinds, subjects = frozenset({"self"}), None
         if regions is not None and clip is not None and prompt.strip():
             # The whole MaskedAttentionPatch rule: self and cross (each object's own words).

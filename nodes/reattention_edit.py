@@ -466,18 +466,8 @@ def check_source(samples: torch.Tensor, family: model_families.Family, regions: 
         raise ValueError(f"source: edit one video at a time (the latent holds {samples.shape[0]})")
     if len(regions) == 0:
         raise ValueError("trajectory / regions: there are no objects to edit")
-    t, h, w = token_layout._latent_thw(lay, samples.shape)
-    frames_latent = token_layout.latent_frames(lay, regions.frames)
-    if frames_latent != t:
-        raise ValueError(
-            f"trajectory / regions: {regions.frames} frames make {frames_latent} latent frames for {family.name}, "
-            f"but the source latent has {t} (a {token_layout.pixel_frames_for(lay, t)}-frame video); make the boxes "
-            f"for {token_layout.pixel_frames_for(lay, t)} frames")
-    rh, rw = regions.size
-    s = lay.spatial_compression
-    if abs(rw / rh - w / h) > 0.05 * (w / h) and not (rh // s == h and rw // s == w):
-        raise ValueError(f"trajectory / regions: drawn for {rw}x{rh} pixels but the source latent is a "
-                         f"{w * s}x{h * s} video; make the boxes at the video's size")
+    # Another length or aspect is resampled onto the source's grid, with a log note (the pack's rule).
+    token_layout.note_resampling("ReAttention Edit", lay, regions.frames, regions.size, samples.shape)
 
 
 def make_plan(model, clip, prompt: str, regions: RegionSet, samples: torch.Tensor, blocks: str = "all",

@@ -295,6 +295,7 @@ class TrajectoryFromMask(SingleObjectConverter):
 
     @classmethod
     def execute(cls, mask, threshold=0.5, id="obj0", prompt="", append_to=None):
+        checks.at_run(cls, {"threshold": threshold})
         m = mask.reshape(-1, *mask.shape[-2:])
         traj = interop.from_masks(m, ids=[id.strip()], prompts=[prompt.strip() or id.strip()], threshold=threshold)
         return io.NodeOutput(append(append_to, traj))
@@ -350,6 +351,7 @@ class TrajectoryPreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, mask_opacity=0.35, trajectory=None, regions=None):
+        checks.at_run(cls, {"mask_opacity": mask_opacity})
         frames = (trajectory.frames if trajectory is not None
                   else regions.frames if regions is not None else images.shape[0])
         base = fit_images(images, frames, "images")

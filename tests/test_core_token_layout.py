@@ -349,3 +349,22 @@ def test_realistic_size_is_cheap():
     assert time.perf_counter() - start < 5.0
     assert labels.shape == (13 * 30 * 52,)
     assert set(labels.unique().tolist()) == {0, 1, 2, 3}
+
+
+def test_a_mismatch_is_resampled_with_one_note_per_pair_of_shapes(caplog):
+    import logging
+
+    # Wan: 81 pixel frames make 21 latent frames; 832x480 pixels make a 104x60 latent.
+    assert tl.resampling_note("wan21", 81, (480, 832), (21, 60, 104)) is None
+    assert tl.resampling_note("wan21", 81, (240, 416), (21, 60, 104)) is None        # same aspect, smaller
+    note = tl.resampling_note("wan21", 17, (480, 832), (21, 60, 104))
+    assert "17 frames stretched over the latent's 81-frame video" in note, note
+    note = tl.resampling_note("wan21", 81, (128, 128), (21, 60, 104))
+    assert "drawn at 128x128 but the video is 832x480" in note, note
+    masks = torch.zeros(1, 17, 128, 128)
+    masks[:, :, 32:96, 32:96] = 1
+    with caplog.at_level(logging.WARNING, logger="boxdirector"):
+        for _ in range(3):
+            tl.token_coverage(masks, "wan21", (1, 16, 21, 60, 104))
+    assert caplog.text.count("do not match the video") == 1, caplog.text
+    assert "17 frames" in caplog.text and "drawn at 128x128" in caplog.text

@@ -282,14 +282,19 @@ def test_node_on_tiny_wan_with_a_moving_box_windows_and_determinism(wan, toy, pa
     assert not torch.equal(off["samples"], a["samples"])                # RAD moved the latent
 
 
-def test_bad_input_is_named(wan, toy, pack_nodes):
+def test_bad_input_is_named(wan, toy, pack_nodes, caplog):
+    import logging
+
     nodes, _, _, clip = toy
     node = "BoxDirector.ReAttentionEdit"
     traj = wan_trajectory(wan)
     with pytest.raises(ValueError, match="blue square.*not in the prompt"):
         harness.run_node(node, trajectory=traj, **node_args(wan, clip, nodes, prompt="a red circle"))
-    with pytest.raises(ValueError, match="trajectory / regions: 17 frames make 5 latent frames"):
-        harness.run_node(node, trajectory=wan_trajectory(wan, frames=17), **node_args(wan, clip, nodes))
+    # Another length is the pack's one rule: resampled onto the source, with a note in the log.
+    with caplog.at_level(logging.WARNING, logger="boxdirector"):
+        (out,) = harness.run_node(node, trajectory=wan_trajectory(wan, frames=17), **node_args(wan, clip, nodes)).result
+    assert torch.isfinite(out["samples"]).all()
+    assert "ReAttention Edit" in caplog.text and "17 frames stretched" in caplog.text, caplog.text
     with pytest.raises(ValueError, match="trajectory / regions: connect exactly one"):
         harness.run_node(node, **node_args(wan, clip, nodes))
     with pytest.raises(ValueError, match="clip / prompt"):
