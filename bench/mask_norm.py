@@ -4,10 +4,11 @@
 
 The domain-adaptation paper adds EFDM mask normalisation because, on its UNet, masking *lowers*
 the attention output's variance. This samples bench.quality's toy-world trajectories with Masked
-Attention Patch (its defaults, mask_normalization on) and, at every EFDM call, records the spread
-of the masked output and of the unmasked reference it is matched to: the standard deviation over
-tokens, per channel, averaged over channels. A ratio masked / unmasked below 1 is the paper's
-variance drop, which EFDM undoes; above 1, EFDM shrinks the masked output's contrast.
+Attention Patch (its defaults, mask_normalization on) and, at every normalisation call, records the
+spread of the masked output and of the unmasked reference: the standard deviation over tokens, per
+channel. It prints the ratio masked / unmasked of the channel-averaged spreads (below 1 is the
+paper's variance drop; above 1, EFDM would shrink the masked output's contrast) and the share of
+channels whose spread masking lowered: the only channels the default, restore_variance, changes.
 """
 
 from __future__ import annotations
@@ -30,16 +31,19 @@ def main(argv=None) -> dict:
     nodes, model, vae, clip = sanity.load_models(shift=sanity.DEFAULTS["shift"] or None)
     harness.load_pack_nodes()
     ratios: list = []
+    narrowed: list = []    # per call: the share of channels whose spread masking lowered
 
-    # The pack is imported twice (as a package and through ComfyUI's custom-node loader): wrap
-    # EFDM in both, recording its inputs and changing nothing.
+    # The pack is imported twice (as a package and through ComfyUI's custom-node loader): wrap the
+    # normalisations in both, recording their inputs and changing nothing.
     for name, mod in list(sys.modules.items()):
         if name.endswith("core.region_attention"):
-            def spy(masked, reference, dim=-2, _orig=mod.efdm):
-                m, r = masked.float().std(dim).mean(), reference.float().std(dim).mean()
-                ratios.append(float(m / r))
-                return _orig(masked, reference, dim)
-            mod.efdm = spy
+            for fn in ("efdm", "restore_spread"):
+                def spy(masked, reference, dim=-2, _orig=getattr(mod, fn)):
+                    ms, rs = masked.float().std(dim), reference.float().std(dim)
+                    ratios.append(float(ms.mean() / rs.mean()))
+                    narrowed.append(float((ms < rs).float().mean()))
+                    return _orig(masked, reference, dim)
+                setattr(mod, fn, spy)
 
     suite = q.load_trajectories(None)
     out = {}
@@ -51,15 +55,19 @@ def main(argv=None) -> dict:
             (m,) = harness.run_node("BoxDirector.MaskedAttentionPatch", model=model, regions=regions, clip=clip,
                                     prompt=prompt, **{**q.PATCH_DEFAULTS, "mask_normalization": True}).result
             ratios.clear()
+            narrowed.clear()
             for seed in range(args.seeds):
                 sanity.generate(nodes, m, vae, clip, prompt, seed, steps=20, cfg=sanity.DEFAULTS["cfg"])
             # the median too: a few calls whose unmasked output is nearly flat give ratios in the
             # hundreds (measured on the six-block DiT) and pull the mean far from the typical call
             out[prompt] = {"calls": len(ratios), "mean": statistics.mean(ratios),
-                           "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-    print(f"{'prompt':34s}{'calls':>6s}{'masked/unmasked spread: mean':>30s}{'median':>8s}{'min':>7s}{'max':>8s}")
+                           "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                           "narrowed": statistics.mean(narrowed)}
+    print(f"{'prompt':34s}{'calls':>6s}{'masked/unmasked spread: mean':>30s}{'median':>8s}{'min':>7s}{'max':>8s}"
+          f"{'narrowed channels':>19s}")
     for prompt, s in out.items():
-        print(f"{prompt:34s}{s['calls']:6d}{s['mean']:30.2f}{s['median']:8.2f}{s['min']:7.2f}{s['max']:8.2f}")
+        print(f"{prompt:34s}{s['calls']:6d}{s['mean']:30.2f}{s['median']:8.2f}{s['min']:7.2f}{s['max']:8.2f}"
+              f"{s['narrowed']:19.0%}")
     return out
 
 

@@ -92,6 +92,7 @@ METHODS = {
     "masked +norm": ({"mask_normalization": True}, None),
     "masked +norm always": ({"mask_normalization": True, "normalization_mode": "always"}, None),
     "masked +norm per region": ({"mask_normalization": True, "normalization_mode": "per_region"}, None),
+    "masked +norm variance_drop": ({"mask_normalization": True, "normalization_mode": "variance_drop"}, None),
     # EFDM after the attention's output projection instead of before it (a bench-only instrument: hooks on
     # the toy model's projections, see post_projection_efdm)
     "masked +norm after proj": ({"mask_normalization": True, "normalization_mode": "always",
@@ -130,7 +131,7 @@ INTRINSIC_DEFAULTS = {"base_sampler": "euler"}
 PATCH_DEFAULTS = {"start_percent": 0.0, "end_percent": 0.3, "self_attention": True, "cross_attention": True,
                   "temporal_attention": True, "blocks": "all", "cond_only": False, "word_binding": "per_object",
                   "special_tokens": "background", "mask_normalization": False, "coverage": 0.5,
-                  "normalization_mode": "variance_drop"}
+                  "normalization_mode": "restore_variance"}
 
 
 def load_trajectories(path: Path | None, only: str | None = None) -> list[Trajectory]:

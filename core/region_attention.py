@@ -761,6 +761,23 @@ def efdm(masked: torch.Tensor, reference: torch.Tensor, dim: int = -2) -> torch.
     return torch.empty_like(masked).scatter_(dim, order, ref_sorted)
 
 
+def restore_spread(masked: torch.Tensor, reference: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """The domain-adaptation paper's premise, corrected and nothing more: where masking *lowered* a
+    channel's spread over ``dim`` (tokens), scale that channel's deviations from its own mean back up
+    to the reference's spread. Channels whose spread masking kept or raised are returned unchanged.
+    Unlike :func:`efdm` this keeps the masked output's mean and the shape of its distribution (an
+    object's tail of distinctive values stays a tail), so it undoes the variance drop (the paper's
+    Fig. 2a) without pulling the masked output back towards the unmasked one."""
+    if masked.shape != reference.shape:
+        raise ValueError(f"masked {tuple(masked.shape)} and reference {tuple(reference.shape)} must match")
+    m = masked.float()
+    mean = m.mean(dim=dim, keepdim=True)
+    spread, target = m.std(dim=dim, keepdim=True), reference.float().std(dim=dim, keepdim=True)
+    narrowed = spread < target
+    rescaled = (mean + (m - mean) * (target / spread.clamp_min(1e-12))).to(masked.dtype)
+    return torch.where(narrowed, rescaled, masked)
+
+
 def efdm_by_region(masked: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor, dim: int = -2) -> torch.Tensor:
     """:func:`efdm` within each region: along ``dim`` (tokens) the tokens of one label are matched to
     the reference's values *of the same tokens*; ``labels`` [L] holds one label per token (tokens

@@ -23,9 +23,9 @@ from .common import CATEGORY, node_id
 from .subject_tokens import find_subject_tokens
 
 KINDS = ("self", "cross", "temporal")
-# EFDM mask normalisation: where masking dropped a channel's spread (the paper's premise), always (the
-# paper's form), or always within each region.
-NORM_MODES = ("variance_drop", "always", "per_region")
+# Mask normalisation: restore the spread of the channels masking narrowed (the paper's premise, and
+# nothing more); EFDM always (the paper's form); EFDM within each region; EFDM on the narrowed channels.
+NORM_MODES = ("restore_variance", "always", "per_region", "variance_drop")
 SPECIAL_MODES = ("background", "shared")
 
 
@@ -90,7 +90,7 @@ class MaskedAttention:
     cond_only: bool = False
     union_rule: bool = False
     mask_norm: bool = False
-    norm_mode: str = "variance_drop"         # NORM_MODES
+    norm_mode: str = "restore_variance"      # NORM_MODES
     threshold: float = 0.5
     name: str = "masked_attention"
     _cache: dict = field(default_factory=dict, repr=False)
@@ -220,10 +220,13 @@ class MaskedAttention:
         return out.to(call.q.dtype)
 
     def normalise(self, call, out, ref):
-        """EFDM (domain-adaptation paper) of the masked output onto the unmasked one, per channel over
-        tokens ([B, N, C] and [B, H, N, D] alike). ``variance_drop``: only the channels whose spread
-        masking lowered -- the covariate shift the paper corrects; where masking raises the spread
-        (the toy Wan model, ``bench.mask_norm``) matching would shrink the object's own signal."""
+        """Mask normalisation (domain-adaptation paper) of the masked output towards the unmasked one,
+        per channel over tokens ([B, N, C] and [B, H, N, D] alike). ``restore_variance``: scale back up
+        the channels whose spread masking lowered, the covariate shift the paper corrects, keeping the
+        masked distribution's shape. EFDM (the paper's form) replaces the values outright; where masking
+        raises the spread (the toy Wan model, ``bench.mask_norm``) that shrinks the object's own signal."""
+        if self.norm_mode == "restore_variance":
+            return ra.restore_spread(out, ref, dim=-2)
         if self.norm_mode == "variance_drop":
             matched = ra.efdm(out, ref, dim=-2)
             dropped = out.float().std(dim=-2, keepdim=True) < ref.float().std(dim=-2, keepdim=True)
@@ -305,18 +308,18 @@ class MaskedAttentionPatch(io.ComfyNode):
                                        "non-subject token (PEEKABOO). shared: every region also sees them."),
                 io.Boolean.Input("mask_normalization", default=False,
                                  tooltip="Match the masked attention output's distribution to the unmasked one "
-                                         "(EFDM, domain-adaptation paper). Costs one unmasked attention per "
-                                         "masked call. Off by default: where masking raises the output's "
-                                         "spread (as on the toy Wan model) it weakens the placement."),
+                                         "(domain-adaptation paper). Costs one unmasked attention per masked "
+                                         "call. Off by default: on the toy Wan model masking raises the "
+                                         "output's spread, so there is little to correct."),
                 io.Float.Input("coverage", default=0.5, min=0.01, max=1.0, step=0.01,
                                tooltip="A token belongs to an object when the object covers at least this share "
                                        "of the token's pixels (every visible object keeps one token per frame)."),
-                io.Combo.Input("normalization_mode", options=list(NORM_MODES), default="variance_drop",
+                io.Combo.Input("normalization_mode", options=list(NORM_MODES), default="restore_variance",
                                optional=True,
-                               tooltip="With mask_normalization: variance_drop matches only the channels whose "
-                                       "spread masking lowered (the shift the paper corrects); always matches every "
-                                       "channel (the paper's EFDM); per_region matches each region's tokens to the "
-                                       "unmasked output of the same tokens."),
+                               tooltip="With mask_normalization: restore_variance scales up the channels whose spread "
+                                       "masking lowered (the shift the paper corrects) and keeps the rest; always "
+                                       "is the paper's EFDM on every channel; per_region is EFDM within each "
+                                       "region's tokens; variance_drop is EFDM on the narrowed channels only."),
             ],
             outputs=[io.Model.Output(tooltip="The patched model.")],
         )
@@ -332,7 +335,7 @@ class MaskedAttentionPatch(io.ComfyNode):
     def execute(cls, model, regions, prompt="", start_percent=0.0, end_percent=0.3, self_attention=True,
                 cross_attention=True, temporal_attention=True, blocks="all", cond_only=False,
                 word_binding="per_object", special_tokens="background", mask_normalization=False, coverage=0.5,
-                clip=None, normalization_mode="variance_drop") -> io.NodeOutput:
+                clip=None, normalization_mode="restore_variance") -> io.NodeOutput:
         family = model_families.family_of(model)
         kinds = {k for k, on in zip(KINDS, (self_attention, cross_attention, temporal_attention)) if on}
         subjects, special = None, ()

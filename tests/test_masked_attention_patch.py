@@ -269,9 +269,37 @@ def test_node_needs_clip_for_cross_attention(tiny_model, pack_nodes):
                          special_tokens="background", mask_normalization=False, coverage=0.5)
 
 
+def test_restore_variance_rescales_only_the_channels_masking_narrowed(comfy):
+    """The default mode undoes the paper's variance drop: a narrowed channel gets the unmasked spread
+    back, keeping its own mean and rank order (an increasing affine map of itself); a channel whose
+    spread masking raised is left as it is."""
+    from types import SimpleNamespace
+
+    from boxdirector.nodes.masked_attention import MaskedAttention
+
+    gen = torch.Generator().manual_seed(5)
+    out = torch.randn(2, 40, 3, generator=gen) + 0.7
+    out[..., 0] = out[..., 0] * 0.2 + 3.0     # masking narrowed channel 0 (and moved its mean)
+    out[..., 1] *= 5.0                        # and widened channel 1
+    ref = torch.randn(2, 40, 3, generator=gen) * 1.5
+    rule = MaskedAttention(regions=None, subject_tokens=None, mask_norm=True)
+    assert rule.norm_mode == "restore_variance"
+    got = rule.normalise(SimpleNamespace(kind="self"), out, ref)
+    for b in range(2):
+        for c in range(3):
+            o, g, r = out[b, :, c].double(), got[b, :, c].double(), ref[b, :, c].double()
+            if o.std() < r.std():
+                assert torch.allclose(g.std(), r.std(), rtol=1e-5) and torch.allclose(g.mean(), o.mean(), atol=1e-5)
+                slope = (g[1] - g[0]) / (o[1] - o[0])
+                assert slope > 1 and torch.allclose(g, g[0] + slope * (o - o[0]), atol=1e-4)
+            else:
+                assert torch.equal(got[b, :, c], out[b, :, c])
+    assert not torch.equal(got[..., 0], out[..., 0]) and torch.equal(got[..., 1], out[..., 1])
+
+
 def test_variance_drop_normalises_only_the_channels_masking_narrowed(comfy):
-    """The default mode undoes the paper's variance drop and leaves channels whose spread masking
-    raised. Oracle: per channel, the reference's sorted values in the masked output's rank order."""
+    """EFDM on the narrowed channels only. Oracle: per channel, the reference's sorted values in the
+    masked output's rank order."""
     from types import SimpleNamespace
 
     from boxdirector.nodes.masked_attention import MaskedAttention
@@ -281,8 +309,7 @@ def test_variance_drop_normalises_only_the_channels_masking_narrowed(comfy):
     out[..., 0] *= 0.2            # masking narrowed channel 0
     out[..., 1] *= 5.0            # and widened channel 1
     ref = torch.randn(2, 40, 3, generator=gen)
-    rule = MaskedAttention(regions=None, subject_tokens=None, mask_norm=True)
-    assert rule.norm_mode == "variance_drop"
+    rule = MaskedAttention(regions=None, subject_tokens=None, mask_norm=True, norm_mode="variance_drop")
     got = rule.normalise(SimpleNamespace(kind="self"), out, ref)
     for b in range(2):
         for c in range(3):
