@@ -7,7 +7,6 @@ This file decides *when* (steps, blocks, cond/uncond) and builds each plan once 
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import Optional
@@ -18,7 +17,7 @@ from comfy_api.latest import io
 from ..core import region_attention as ra
 from ..core import token_layout
 from ..core.regions import Regions as RegionSet
-from . import attention_seam, model_families, types
+from . import attention_seam, checks, model_families, types
 from .common import CATEGORY, node_id
 from .subject_tokens import find_subject_tokens
 
@@ -27,52 +26,6 @@ KINDS = ("self", "cross", "temporal")
 # nothing more); EFDM always (the paper's form); EFDM within each region; EFDM on the narrowed channels.
 NORM_MODES = ("restore_variance", "always", "per_region", "variance_drop")
 SPECIAL_MODES = ("background", "shared")
-
-
-def parse_blocks(spec: str, total: int) -> frozenset:
-    """"all"; indices and ranges "0-9, 20"; or fractions of the depth "50%-100%" (the later half,
-    the DiT analogue of PEEKABOO's mid and up blocks). Raises ValueError naming the bad part."""
-    spec = (spec or "").strip().lower()
-    if spec in ("", "all"):
-        return frozenset(range(total))
-    out = set()
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)(%?)\s*(?:-\s*(\d+(?:\.\d+)?)(%?))?", part)
-        if not m:
-            raise ValueError(f"blocks: cannot read {part!r}; write all, indices and ranges like 0-9, 20, "
-                             "or depth fractions like 50%-100%")
-        a, pa, b, pb = m.groups()
-        if pa or pb:
-            lo = float(a) / 100 if pa else float(a) / max(1, total)
-            hi = (float(b) / 100 if pb else float(b) / max(1, total)) if b is not None else lo
-            out.update(i for i in range(total) if lo <= (i + 0.5) / total <= hi)
-        else:
-            if "." in a or (b and "." in b):
-                raise ValueError(f"blocks: {part!r}: block indices are whole numbers (use % for fractions)")
-            hi = int(b) if b is not None else int(a)
-            out.update(range(int(a), hi + 1))
-    return frozenset(out)
-
-
-def schedule_problem(blocks, start_percent, end_percent):
-    """The message for a bad block spec or step window of a seam rule's node, or None. Widget values
-    only (ComfyUI passes linked inputs as None here)."""
-    if isinstance(start_percent, float) and isinstance(end_percent, float) and start_percent > end_percent:
-        return f"start_percent ({start_percent}) must not be after end_percent ({end_percent})"
-    for name, v in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if isinstance(v, float) and not 0.0 <= v <= 1.0:
-            return f"{name}: must be between 0 and 1, got {v}"
-    return blocks_problem(blocks)
-
-
-def blocks_problem(blocks):
-    """The message for a bad block spec (a widget value), or None."""
-    if isinstance(blocks, str):
-        try:
-            parse_blocks(blocks, 1000)
-        except ValueError as e:
-            return str(e)
-    return None
 
 
 @dataclass(eq=False)
@@ -113,7 +66,7 @@ class MaskedAttention:
             return False
         if call.block is not None:
             blocks = self.memo(("blocks", call.forward.family.total_blocks),
-                               lambda: parse_blocks(self.block_spec, call.forward.family.total_blocks))
+                               lambda: checks.parse_blocks(self.block_spec, call.forward.family.total_blocks))
             if call.block not in blocks:
                 return False
         return True
@@ -327,8 +280,6 @@ class MaskedAttentionPatch(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, blocks, start_percent, end_percent, normalization_mode=None, coverage=None,
                         word_binding=None, special_tokens=None):
-        from . import checks
-
         return checks.validate(cls, locals(), lambda: checks.schedule_problem(blocks, start_percent, end_percent))
 
     @classmethod
@@ -337,6 +288,8 @@ class MaskedAttentionPatch(io.ComfyNode):
                 word_binding="per_object", special_tokens="background", mask_normalization=False, coverage=0.5,
                 clip=None, normalization_mode="restore_variance") -> io.NodeOutput:
         family = model_families.family_of(model)
+        checks.at_run(cls, locals(), lambda: checks.schedule_problem(blocks, start_percent, end_percent),
+                      lambda: checks.blocks_problem_for(blocks, family.total_blocks))
         kinds = {k for k, on in zip(KINDS, (self_attention, cross_attention, temporal_attention)) if on}
         subjects, special = None, ()
         needs_words = cross_attention and family.layout != "svd"

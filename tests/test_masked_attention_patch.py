@@ -196,7 +196,7 @@ def test_node_validates_schedule_and_blocks(pack_nodes):
     ("0%-50%", 30, set(range(15))),
 ])
 def test_block_spec(spec, total, want):
-    from boxdirector.nodes.masked_attention import parse_blocks
+    from boxdirector.nodes.checks import parse_blocks
 
     assert parse_blocks(spec, total) == want
 
@@ -267,6 +267,22 @@ def test_node_needs_clip_for_cross_attention(tiny_model, pack_nodes):
                          start_percent=0.0, end_percent=0.2, self_attention=True, cross_attention=True,
                          temporal_attention=True, blocks="all", cond_only=False, word_binding="per_object",
                          special_tokens="background", mask_normalization=False, coverage=0.5)
+
+
+@pytest.mark.parametrize("inputs, field", [
+    ({"blocks": "45-50"}, "blocks"),                   # past this model's depth: would select nothing
+    ({"coverage": float("nan")}, "coverage"),          # linked values reach the node unchecked
+    ({"end_percent": float("inf")}, "end_percent"),
+    ({"normalization_mode": "foo"}, "normalization_mode"),
+])
+def test_node_refuses_bad_values_when_it_runs(tiny_model, pack_nodes, inputs, field):
+    tm = tiny_model("wan21_t2v")
+    values = dict(start_percent=0.0, end_percent=0.2, self_attention=True, cross_attention=False,
+                  temporal_attention=True, blocks="all", cond_only=False, word_binding="per_object",
+                  special_tokens="background", mask_normalization=False, coverage=0.5)
+    with pytest.raises(ValueError, match=f"Masked Attention Patch: .*{field}"):
+        harness.run_node("BoxDirector.MaskedAttentionPatch", model=tm.patcher, regions=regions_for(tm), prompt="",
+                         **{**values, **inputs})
 
 
 def test_restore_variance_rescales_only_the_channels_masking_narrowed(comfy):
