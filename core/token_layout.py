@@ -80,9 +80,9 @@ downsample is ``ceil(/2)``) the spatial attention sees ``[chunk * F + t, (y, x) 
 (``svd_spatial_labels`` -> ``[F, h*w]``, row t) and the temporal layers (``time_stack``) see
 ``[chunk * S + s, t, C]`` with ``S = h*w`` (``svd_temporal_labels`` -> ``[S, F]``, row s).
 
-Text and other non-video tokens. Joint-attention models (HunyuanVideo 1.0/1.5) concatenate
-``[video tokens, text tokens]`` in the double blocks (``flipped_img_txt=True``) and keep that order
-in the single blocks. The text length is the full conditioning length the model receives, padding
+Text and other non-video tokens. Joint-attention models (HunyuanVideo 1.0/1.5) concatenate video
+and text tokens in the double blocks and keep that order in the single blocks: ``[video, text]`` in
+ComfyUI 0.3.75 (``flipped_img_txt=True``), ``[text, video]`` in newer ComfyUI (``text_first``). The text length is the full conditioning length the model receives, padding
 included (padding is masked by an additive key mask, not removed; batching cond/uncond of different
 lengths even repeats a shorter context to a common multiple), so text = everything after the video
 tokens: ``token_segments`` gives the slices. Reference-image tokens prepended to the video
@@ -402,19 +402,22 @@ class TokenSegments:
     extra: slice     # tokens after the video in a model without joint text (guide frames), if any
 
 
-def token_segments(layout: TokenLayout | str, latent_shape, seq_len: int, prefix_tokens: int = 0) -> TokenSegments:
-    """Where the video, text and other tokens sit in a self-attention sequence of ``seq_len``."""
+def token_segments(layout: TokenLayout | str, latent_shape, seq_len: int, prefix_tokens: int = 0,
+                   text_first: bool = False) -> TokenSegments:
+    """Where the video, text and other tokens sit in a self-attention sequence of ``seq_len``;
+    ``text_first``: a joint model's text comes before the prefix and video ([text, prefix, video])."""
     lay = get_layout(layout)
     if lay.unet:
         raise ValueError("svd has no joint sequence: see svd_spatial_labels / svd_temporal_labels")
     n = num_tokens(lay, latent_shape)
-    end = prefix_tokens + n
-    if seq_len < end:
+    if seq_len < prefix_tokens + n:
         raise ValueError(f"{lay.family}: sequence of {seq_len} tokens cannot hold {prefix_tokens} prefix "
                          f"+ {n} video tokens of latent {tuple(latent_shape)}")
-    rest = slice(end, seq_len)
+    start = seq_len - prefix_tokens - n if lay.joint_text and text_first else 0
+    end = start + prefix_tokens + n
+    rest = slice(0, start) if start else slice(end, seq_len)
     empty = slice(seq_len, seq_len)
-    return TokenSegments(prefix=slice(0, prefix_tokens), video=slice(prefix_tokens, end),
+    return TokenSegments(prefix=slice(start, start + prefix_tokens), video=slice(start + prefix_tokens, end),
                          text=rest if lay.joint_text else empty, extra=empty if lay.joint_text else rest)
 
 

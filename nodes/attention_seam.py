@@ -106,6 +106,14 @@ class AttentionCall:
         return bool(self.kwargs.get("skip_reshape", False))
 
     @property
+    def seq_len(self) -> int:
+        return self.q.shape[2] if self.skip_reshape else self.q.shape[1]
+
+    @property
+    def video_len(self) -> int:
+        return self.seq_len - int(self.info.get("num_text", 0))
+
+    @property
     def mask(self):
         """The additive / boolean key mask the model passed (LTX positionally, Hunyuan by keyword)."""
         if "mask" in self.kwargs:
@@ -159,6 +167,12 @@ class Controller:
         call = self.family.classify(q, k, v, heads, args, kwargs, fwd, topts)
         if call is None or call.kind == "other":
             return default()
+        if call.info.get("text_first"):
+            return video_first(call, default, lambda c, d: self.run(c, d))
+        return self.run(call, default)
+
+    def run(self, call: AttentionCall, default: Callable[[], torch.Tensor]) -> torch.Tensor:
+        fwd = call.forward
         rules = self.observers if fwd.purpose == RECONSTRUCT else self.observers + self.shapers
         rules = constrain(call, rules)
 
@@ -208,6 +222,32 @@ class Controller:
             purpose=topts.get(PURPOSE_KEY, SAMPLE),
         )
         return executor(x, t, c_concat, c_crossattn, control, topts, **kwargs)
+
+
+def video_first(call: AttentionCall, default: Callable, run: Callable) -> torch.Tensor:
+    """Run ``run(call, default)`` on a joint call whose model order is [text, video] as if it were
+    [video, text], the one order rules and their plans are written for; the result goes back in the
+    model's order. A rotation of the token axis (queries, keys, the key mask) is exact: attention
+    is equivariant to permuting queries and invariant to permuting keys with their values."""
+    t = call.seq_len - call.video_len
+    tok = 2 if call.skip_reshape else 1
+    out_tok = 2 if call.skip_reshape and call.kwargs.get("skip_output_reshape", False) else 1
+    roll = lambda x, shift, dim: torch.roll(x, shift, dims=dim)   # noqa: E731
+    kwargs = dict(call.kwargs)
+    args = call.args
+    mask = call.mask
+    if torch.is_tensor(mask) and mask.shape[-1] == call.seq_len:
+        mask = roll(mask, -t, mask.ndim - 1)
+        if mask.ndim >= 2 and mask.shape[-2] == call.seq_len:
+            mask = roll(mask, -t, mask.ndim - 2)
+        if "mask" in kwargs:
+            kwargs["mask"] = mask
+        elif args:
+            args = (mask,) + tuple(args[1:])
+    moved = AttentionCall(call.kind, call.block, roll(call.q, -t, tok), roll(call.k, -t, tok), roll(call.v, -t, tok),
+                          call.heads, args, kwargs, call.forward, {**call.info, "text_first": False})
+    out = run(moved, lambda: roll(default(), -t, out_tok))
+    return roll(out, t, out_tok)
 
 
 def constrain(call: AttentionCall, rules: tuple) -> tuple:

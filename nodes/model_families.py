@@ -10,8 +10,11 @@ Facts (measured on the real ComfyUI 0.3.75 classes, see tests/test_tiny_models.p
   0.3.75 puts no block index in ``transformer_options`` for them, so the calls are counted per
   model call; newer ComfyUI sets ``block_index`` for Wan, which is used when present.
 * HunyuanVideo: [B, heads, L, d] (skip_reshape); double and single blocks attend jointly over
-  [video tokens, text tokens] and set block_type / block_index; the text refiner's calls before
-  them set neither and are left alone.
+  video and text tokens and set block_type / block_index; the text refiner's calls before them set
+  neither and are left alone. The order is the model's: [video, text] where its double blocks have
+  ``flipped_img_txt`` set (ComfyUI 0.3.75), else [text, video] (newer ComfyUI, which also puts
+  ``img_slice`` = [video start, end] in the single blocks' transformer_options). The seam hands
+  rules the [video, text] order either way.
 * SVD (UNet with temporal layers): spatial attention [B*F, h*w, C], temporal [B*h*w, F, C];
   ``activations_shape`` gives the level's h, w. Cross-attention sees one CLIP image token.
 """
@@ -79,9 +82,10 @@ class SequenceDiT(Family):
 
 @dataclass(frozen=True)
 class JointDiT(Family):
-    """HunyuanVideo: [video, text] in one attention in double and single blocks."""
+    """HunyuanVideo: video and text in one attention in double and single blocks."""
 
     double_blocks: int = 0
+    text_first: bool = False     # the model's joint sequence is [text, video]
 
     def classify(self, q, k, v, heads, args, kwargs, fwd, topts):
         block_type = topts.get("block_type")
@@ -92,7 +96,11 @@ class JointDiT(Family):
         if seq < n:
             return None
         block = int(topts.get("block_index", 0)) + (self.double_blocks if block_type == "single" else 0)
-        return _call("joint", block, q, k, v, heads, args, kwargs, fwd, num_text=seq - n)
+        text_first = self.text_first
+        cut = topts.get("img_slice")
+        if isinstance(cut, (list, tuple)) and len(cut) == 2 and cut[1] == seq:
+            text_first = int(cut[0]) > 0   # the model says where its video starts
+        return _call("joint", block, q, k, v, heads, args, kwargs, fwd, num_text=seq - n, text_first=text_first)
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,14 @@ def wan_block_calls(dm) -> tuple:
     return ("self", "cross")
 
 
+def joint_text_first(dm) -> bool:
+    """Whether a HunyuanVideo diffusion model attends over [text, video]: its double blocks say so.
+    ComfyUI 0.3.75's carry ``flipped_img_txt=True`` ([video, text], single blocks likewise); newer
+    ones dropped the attribute and always put the text first."""
+    blocks = getattr(dm, "double_blocks", None) or []
+    return not (len(blocks) and bool(getattr(blocks[0], "flipped_img_txt", False)))
+
+
 def blocks_of(dm) -> list:
     """The transformer blocks of a diffusion model in execution (and block index) order; [] if unknown."""
     for names in (("blocks",), ("transformer_blocks",), ("double_blocks", "single_blocks")):
@@ -152,7 +168,7 @@ def family_of(patcher) -> Family:
         return SequenceDiT("LTX-Video", "ltxv", len(dm.transformer_blocks))
     if isinstance(model, mb.HunyuanVideo):
         nd, ns = len(dm.double_blocks), len(dm.single_blocks)
-        return JointDiT("HunyuanVideo", "hunyuan_video", nd + ns, double_blocks=nd)
+        return JointDiT("HunyuanVideo", "hunyuan_video", nd + ns, double_blocks=nd, text_first=joint_text_first(dm))
     if isinstance(model, mb.SVD_img2vid):
         from comfy.ldm.modules.attention import SpatialVideoTransformer
 

@@ -328,6 +328,21 @@ def test_segments_joint_text_model():
     assert seq[:6].tolist() == [0] * 6 and seq[6:18].tolist() == labels.tolist()
 
 
+
+def test_segments_joint_text_first():
+    """Newer ComfyUI's HunyuanVideo: [text, prefix, video]."""
+    seg = tl.token_segments("hunyuan_video", (2, 4, 6), seq_len=7 + 12, text_first=True)
+    assert (seg.text, seg.prefix, seg.video, seg.extra) == (slice(0, 7), slice(7, 7), slice(7, 19), slice(19, 19))
+    labels = torch.arange(12) % 3
+    seq = tl.sequence_labels(labels, seg)
+    assert seq[:7].tolist() == [-1] * 7 and seq[7:].tolist() == labels.tolist()
+    seg = tl.token_segments("hunyuan_video", (2, 4, 6), seq_len=7 + 6 + 12, prefix_tokens=6, text_first=True)
+    assert (seg.text, seg.prefix, seg.video) == (slice(0, 7), slice(7, 13), slice(13, 25))
+    # A model without joint text ignores it: extra tokens still follow the video.
+    seg = tl.token_segments("ltxv", (3, 2, 2), seq_len=16, text_first=True)
+    assert (seg.video, seg.extra) == (slice(0, 12), slice(12, 16))
+
+
 def test_segments_cross_attention_model():
     seg = tl.token_segments("ltxv", (3, 2, 2), seq_len=12)
     assert (seg.video, seg.text, seg.extra) == (slice(0, 12), slice(12, 12), slice(12, 12))

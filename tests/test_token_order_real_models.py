@@ -251,6 +251,13 @@ def test_wan_pads_odd_latents_to_the_patch(comfy):
 HIDDEN, HEADS = 128, 2
 
 
+def newer_hunyuan_kwargs() -> dict:
+    """Constructor arguments a newer ComfyUI's HunyuanVideo requires and 0.3.75's does not know."""
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+    return {"meanflow_sum": False} if "meanflow_sum" in HunyuanVideoParams.__dataclass_fields__ else {}
+
+
 def tiny_hunyuan(comfy_ops, patch, n_objects, in_channels=16):
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
 
@@ -259,7 +266,7 @@ def tiny_hunyuan(comfy_ops, patch, n_objects, in_channels=16):
         hidden_size=HIDDEN, mlp_ratio=1.0, num_heads=HEADS, depth=1, depth_single_blocks=1,
         axes_dim=[16, 24, 24], theta=256, patch_size=list(patch), qkv_bias=True, guidance_embed=False,
         byt5=False, meanflow=False, use_cond_type_embedding=False, vision_in_dim=None,
-        operations=comfy_ops.disable_weight_init)
+        operations=comfy_ops.disable_weight_init, **newer_hunyuan_kwargs())
     randomize(model)
     w, b = selector_weights(HIDDEN, in_channels, patch, n_objects)
     double, single = model.double_blocks[0], model.single_blocks[0]
@@ -320,80 +327,41 @@ def test_hunyuan_token_order_labels_and_text(comfy, family, patch):
     kinds = [c["options"].get("block_type") for c in calls]
     assert kinds == [None, None, "double", "single"]
     double, single = calls[2], calls[3]
-    seg = tl.token_segments(family, latent, double["q"].shape[2])
-    assert seg.video == slice(0, n) and seg.text == slice(n, n + text_len)
+    L = n + text_len
 
-    # q/k/v are [B, heads, L, d] with skip_reshape=True; video tokens first in model order, then
-    # ALL text tokens, padding included (the marker 1000 is in txt's v only).
-    assert double["skip_reshape"] and double["v"].shape == (1, HEADS, n + text_len, HIDDEN // HEADS)
+    # q/k/v are [B, heads, L, d] with skip_reshape=True: the video tokens in model order and ALL text
+    # tokens, padding included (the marker 1000 is in txt's v only). Which comes first is the
+    # model's choice (0.3.75: video; newer ComfyUI: text); the pack must read it the same way.
+    assert double["skip_reshape"] and double["v"].shape == (1, HEADS, L, HIDDEN // HEADS)
     v = heads_to_tokens(double["v"])[0]
-    assert torch.equal(v[:, -1] > 100, torch.arange(n + text_len) >= n)
-    check_order(decode(v[:n]), family, latent)
+    is_text = v[:, -1] > 100
+    text_first = bool(is_text[0])
+    video = slice(text_len, L) if text_first else slice(0, n)
+    text = slice(0, text_len) if text_first else slice(n, L)
+    assert is_text[text].all() and not is_text[video].any()
+    from boxdirector.nodes import model_families
+
+    assert model_families.joint_text_first(model) == text_first
+    seg = tl.token_segments(family, latent, L, text_first=text_first)
+    assert seg.video == video and seg.text == text
+    check_order(decode(v[video]), family, latent)
     # Text padding is masked, not removed: an additive key mask [1, 1, L], -max on padded text.
-    mask = double["mask"]
-    assert mask.shape == (1, 1, n + text_len)
-    assert (mask[0, 0, :n + text_len - 3] == 0).all() and (mask[0, 0, -3:] < -1e30).all()
+    mask = double["mask"][0, 0]
+    assert double["mask"].shape == (1, 1, L)
+    pad = torch.zeros(L, dtype=torch.bool)
+    pad[text.stop - 3:text.stop] = True
+    assert (mask[~pad] == 0).all() and (mask[pad] < -1e30).all()
     assert double["options"]["block_index"] == 0 and double["options"]["total_blocks"] == 1
 
-    # Single blocks: the same sequence, cat(img, txt).
-    assert torch.equal(store["single"][0, :n], store["img"][0])
-    assert torch.equal(store["single"][0, n:], store["txt"][0])
+    # Single blocks: the same sequence, in the same order.
+    assert torch.equal(store["single"][0, video], store["img"][0])
+    assert torch.equal(store["single"][0, text], store["txt"][0])
     vs = heads_to_tokens(single["v"])[0]
-    assert vs.shape[0] == n + text_len and single["skip_reshape"] and single["mask"] is mask
-    check_order(decode(vs[:n]), family, latent)
-    assert torch.allclose(vs[n:], F.layer_norm(store["txt"][0], (HIDDEN,), eps=1e-6), atol=1e-5)
-
-
-def test_hunyuan_video_pads_odd_latents_but_cannot_unpatchify_them(comfy):
-    """PatchEmbed pads circularly like Wan (ceil tokens, same order), but the final reshape uses
-    floor sizes: odd latent sizes do not run on HunyuanVideo 1.0 (ComfyUI's latents are even)."""
-    import comfy.ops
-
-    latent = (2, 5, 7)
-    model = tiny_hunyuan(comfy.ops, (1, 2, 2), 0)
-    store = {}
-    handle = capture_input(model.double_blocks[0], store, "img", "img")   # runs before the failure
-    try:
-        with torch.no_grad(), pytest.raises(RuntimeError):
-            model(marker_latent((1, 16, *latent)), torch.tensor([500.0]), torch.randn(1, 4, 32))
-    finally:
-        handle.remove()
-    assert tl.token_grid("hunyuan_video", latent) == (2, 3, 4)
-    check_order(decode(store["img"][0]), "hunyuan_video", latent)
-
-
-# --- LTX-Video ----------------------------------------------------------------------------------
-
-def tiny_ltxv(comfy_ops, n_objects, in_channels=16):
-    from comfy.ldm.lightricks.model import LTXVModel
-
-    inner = 64
-    model = LTXVModel(in_channels=in_channels, cross_attention_dim=inner, attention_head_dim=32,
-                      num_attention_heads=2, caption_channels=32, num_layers=1,
-                      operations=comfy_ops.disable_weight_init)
-    randomize(model)
-    w, b = selector_weights(inner, in_channels, (1, 1, 1), n_objects)
-    block = model.transformer_blocks[0]
-    with torch.no_grad():
-        model.patchify_proj.weight.copy_(w[:, :, 0, 0, 0])
-        model.patchify_proj.bias.copy_(b)
-        zero(model.adaln_single.linear)        # timestep modulation 0 ...
-        block.scale_shift_table.zero_()        # ... so attn1 sees rms_norm(x)
-    set_identity(block.attn1.to_v)
-    return model
-
-
-def run_ltxv(model, latent_x):
-    store, capture = {}, Capture()
-    handle = capture_input(model.transformer_blocks[0], store, "x")
-    try:
-        with torch.no_grad():
-            out = model(latent_x, torch.tensor([0.5]), torch.randn(1, 5, 32), None,
-                        transformer_options={"optimized_attention_override": capture})
-    finally:
-        handle.remove()
-    assert out.shape == latent_x.shape
-    return store["x"][0], capture.calls
+    assert vs.shape[0] == L and single["skip_reshape"] and single["mask"] is double["mask"]
+    check_order(decode(vs[video]), family, latent)
+    assert torch.allclose(vs[text], F.layer_norm(store["txt"][0], (HIDDEN,), eps=1e-6), atol=1e-5)
+    if "img_slice" in single["options"]:   # newer ComfyUI says where the video starts
+        assert list(single["options"]["img_slice"]) == [video.start, L]
 
 
 @pytest.mark.parametrize("latent", [(3, 6, 8), (2, 5, 7)])

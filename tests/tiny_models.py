@@ -404,6 +404,10 @@ def _specs() -> dict:
         "merge_factor": 0.0, "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True,
         "use_temporal_attention": True, "disable_temporal_crossattention": False,
     }
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+    if "meanflow_sum" in HunyuanVideoParams.__dataclass_fields__:   # newer ComfyUI detects it too
+        hunyuan_cfg["meanflow_sum"] = False
     return {
         "wan21_t2v": _Spec(
             "wan21_t2v", "WAN21", _wan_config("t2v", 16, 16), _make_wan, 16, (1, 16, T, H, W), wan_frames,
