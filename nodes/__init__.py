@@ -25,4 +25,7 @@ def node_classes() -> list[type[io.ComfyNode]]:
 
 class BoxDirectorExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from . import ui_notes
+
+        ui_notes.install()     # warnings such as "trajectory resampled" appear on the running node
         return node_classes()
