@@ -49,7 +49,7 @@ from ..core.masks import box_masks
 from ..core.regions import Regions as RegionSet
 from ..core.trajectory import sample_boxes
 from . import attention_seam, checks, model_families, types
-from .common import CATEGORY, node_id
+from .common import CATEGORY, model_training, node_id
 from .intrinsic_denoise import parametrisation_of
 from .checks import blocks_problem, parse_blocks
 from .subject_tokens import _encoder_key, _ids, find_subject_tokens, key_window
@@ -383,7 +383,7 @@ def sample_edit(model_k, x, sigmas, extra_args=None, callback=None, disable=None
             t1 = time.perf_counter()
             target = reatco.refinement_target(i, steps) if plan.refine_iterations > 0 else None
             updates = 1 + (plan.refine_iterations if target is not None else 0)
-            with torch.inference_mode(False), torch.enable_grad(), \
+            with torch.inference_mode(False), torch.enable_grad(), model_training(), \
                     autograd_weights(base.diffusion_model, skip=unreached) as swapped:
                 stats["weights_swapped"] = max(stats.get("weights_swapped", 0), len(swapped))
                 zg = z.clone()

@@ -38,3 +38,24 @@ def init_weights(module, seed: int) -> None:
                 torch.nn.init.ones_(m.weight)
                 if m.bias is not None:
                     torch.nn.init.zeros_(m.bias)
+
+
+def training(fn):
+    """Run ``fn`` with ComfyUI's ``comfy.model_management.in_training`` set (restored after): newer
+    ComfyUI's rope kernels (comfy_kitchen) have no backward otherwise. 0.3.75 has no such flag."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        ensure_comfy_path()
+        import comfy.model_management as mm
+
+        if not hasattr(mm, "in_training"):
+            return fn(*args, **kwargs)
+        before, mm.in_training = mm.in_training, True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            mm.in_training = before
+
+    return run

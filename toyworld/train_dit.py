@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, text
-from ._comfy import ROOT, ensure_comfy_path, init_weights
+from ._comfy import ROOT, ensure_comfy_path, init_weights, training
 
 DEFAULT_OUT = ROOT / "toyworld" / "weights" / "toy_wan_dit.safetensors"
 DEFAULT_VAE = ROOT / "toyworld" / "weights" / "toy_wan_vae.safetensors"
@@ -290,6 +290,7 @@ def save_dit(model, path: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
+@training
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget; stops by itself")

@@ -148,16 +148,28 @@ def decoder_input(mu, log_var, latent_noise: float, eps):
 
 def encode_stats(vae, x):
     """(mu, log_var) of the posterior, through the same chunked causal path as ``WanVAE.encode``
-    (first frame alone, then groups of 4 frames, with the conv feature cache)."""
-    from comfy.ldm.wan.vae import count_conv3d
+    (first frame alone, then groups of 4 frames, with the conv feature cache; newer ComfyUI, whose
+    module has ``count_cache_layers``, feeds 2 frames at a time and flags the last chunk ``final``)."""
+    import comfy.ldm.wan.vae as wan_vae
 
-    feat_map = [None] * max(count_conv3d(vae.encoder), count_conv3d(vae.decoder))
     t = x.shape[2]
     outs = []
-    for i in range(1 + (t - 1) // 4):
-        idx = [0]
-        chunk = x[:, :, :1] if i == 0 else x[:, :, 1 + 4 * (i - 1):1 + 4 * i]
-        outs.append(vae.encoder(chunk, feat_cache=feat_map, feat_idx=idx))
+    if hasattr(wan_vae, "count_cache_layers"):
+        t = 1 + ((t - 1) // 4) * 4
+        n = 1 + (t - 1) // 2
+        feat_map = [None] * wan_vae.count_cache_layers(vae.encoder) if n > 1 else None
+        for i in range(n):
+            chunk = x[:, :, :1] if i == 0 else x[:, :, 1 + 2 * (i - 1):1 + 2 * i]
+            kw = {} if i == 0 else {"final": i == n - 1}
+            out = vae.encoder(chunk, feat_cache=feat_map, feat_idx=[0], **kw)
+            if out is not None:   # a chunk may only fill the cache
+                outs.append(out)
+    else:
+        count = wan_vae.count_conv3d
+        feat_map = [None] * max(count(vae.encoder), count(vae.decoder))
+        for i in range(1 + (t - 1) // 4):
+            chunk = x[:, :, :1] if i == 0 else x[:, :, 1 + 4 * (i - 1):1 + 4 * i]
+            outs.append(vae.encoder(chunk, feat_cache=feat_map, feat_idx=[0]))
     mu, log_var = vae.conv1(torch.cat(outs, 2)).chunk(2, dim=1)
     return mu, log_var
 
