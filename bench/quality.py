@@ -239,8 +239,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench_quality.json")
     ap.add_argument("--table", type=Path, nargs="+", default=None,
                     help="print the table of saved runs (their --out files) again and generate nothing; several "
-                         "files made with the same settings (rows split over processes) print as one table, a "
-                         "method in more than one file taken from the first")
+                         "files made with the same settings (rows split over processes) print as one table; a "
+                         "method in more than one file is taken from the last (a re-measured row replaces the "
+                         "old one; sampling is deterministic, so the other rows stay valid)")
     args = ap.parse_args(argv)
     if args.table:
         runs = [json.loads(path.read_text()) for path in args.table]
@@ -252,11 +253,9 @@ def main(argv=None) -> dict:
                 ap.error(f"--table: {path} was made with other {', '.join(differ)} than {args.table[0]}")
         vars(args).update({k: v for k, v in first.items() if k in ("seeds", "steps", "cfg", "sampler", "trajectories")})
         args.out = None   # nothing is written
-        rows, names = [], []
-        for run_ in runs:
-            mine = [m for m in dict.fromkeys(r["method"] for r in run_["rows"]) if m not in names]
-            names += mine
-            rows += [r for r in run_["rows"] if r["method"] in mine]
+        names = list(dict.fromkeys(r["method"] for run_ in runs for r in run_["rows"]))   # first-seen order
+        source = {r["method"]: i for i, run_ in enumerate(runs) for r in run_["rows"]}       # the last file wins
+        rows = [r for i, run_ in enumerate(runs) for r in run_["rows"] if source[r["method"]] == i]
         return summarize(rows, names, args, 1 + max(r["trajectory"] for r in rows),
                          max(run_.get("seconds", 0.0) for run_ in runs))
     presets = {"all": list(METHODS), "ablation": ABLATION}
