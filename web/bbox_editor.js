@@ -98,8 +98,34 @@ async function uploadImage(file) {
   return { filename: data.name, subfolder: data.subfolder || "", type: data.type || "input" };
 }
 
+// The server's validation errors of the last queued prompt, read from api.queuePrompt's own answer:
+// newer frontends send no promptQueued event when validation fails, and app.lastNodeErrors is
+// deprecated there.
+let lastNodeErrors = {};
+const queueListeners = new Set();
+
+function watchQueue() {
+  if (api.boxdirectorQueueWatch || typeof api.queuePrompt !== "function") return;
+  const queuePrompt = api.queuePrompt;
+  api.boxdirectorQueueWatch = true;
+  const publish = (errors) => {
+    lastNodeErrors = errors || {};
+    for (const listener of queueListeners) listener();
+  };
+  api.queuePrompt = async function (...args) {
+    try {
+      const answer = await queuePrompt.apply(this, args);
+      publish(answer?.node_errors);
+      return answer;
+    } catch (e) {
+      publish(e?.response?.node_errors);
+      throw e;
+    }
+  };
+}
+
 function nodeErrorText(node) {
-  const errors = app.lastNodeErrors?.[String(node.id)]?.errors;
+  const errors = lastNodeErrors[String(node.id)]?.errors;
   if (!errors?.length) return null;
   // ComfyUI repeats a custom validation message once per declared input, each prefixed with the
   // input's name ("frames - trajectory: ..."): show each message once.
@@ -196,6 +222,7 @@ function attachEditor(node) {
   }
 
   // Server-side validation and execution errors of this node, shown in the editor.
+  watchQueue();
   const onQueued = () => editor.setBackendError(nodeErrorText(node));
   const onError = (e) => {
     if (String(e.detail?.node_id) === String(node.id)) editor.setBackendError(e.detail.exception_message || "execution failed");
@@ -204,12 +231,12 @@ function attachEditor(node) {
     if (String(e.detail?.node) === String(node.id)) editor.setBackendError(null);
     editor.invalidate("stage", "panel"); // an upstream preview may have arrived
   };
-  api.addEventListener("promptQueued", onQueued);
+  queueListeners.add(onQueued);
   api.addEventListener("execution_error", onError);
   api.addEventListener("executed", onExecuted);
   const onRemoved = node.onRemoved;
   node.onRemoved = function (...args) {
-    api.removeEventListener("promptQueued", onQueued);
+    queueListeners.delete(onQueued);
     api.removeEventListener("execution_error", onError);
     api.removeEventListener("executed", onExecuted);
     editors.delete(editor);
@@ -223,6 +250,9 @@ function attachEditor(node) {
 
 app.registerExtension({
   name: "boxdirector.bboxEditor",
+  setup() {
+    watchQueue();
+  },
   nodeCreated(node) {
     if (node?.comfyClass === NODE_ID || node?.type === NODE_ID) attachEditor(node);
   },
