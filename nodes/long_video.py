@@ -24,6 +24,21 @@ from .masked_attention import MaskedAttention
 from .subject_tokens import find_subject_tokens
 
 
+def native_latent(model, latent: dict):
+    """The latent the KSampler node would sample: an empty latent made for another VAE gets the
+    model's channels, and in newer ComfyUI (whose ``fix_empty_latent_channels`` takes them) the
+    model's size from the latent's ``downscale_ratio_*`` keys, e.g. Wan 2.2 TI2V-5B (16x) from an
+    8x empty video latent."""
+    import inspect
+
+    import comfy.sample
+
+    fix = comfy.sample.fix_empty_latent_channels
+    params = inspect.signature(fix).parameters
+    extra = {k: latent.get(k) for k in ("downscale_ratio_spacial", "downscale_ratio_temporal") if k in params}
+    return fix(model, latent["samples"], **extra)
+
+
 def sample_chunk(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, noise_mask,
                  first=None, noise_share=0.0):
     """One chunk through ComfyUI's own sampler (comfy.sample.sample, what KSampler runs). ``first``:
@@ -182,7 +197,7 @@ class LongVideoChunks(io.ComfyNode):
         if family.layout not in ("wan21", "wan22_ti2v"):
             raise ValueError(f"model: Long Video (Chunks) supports Wan 2.1 / 2.2 text-to-video latents; got "
                              f"{family.name}")
-        x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        x = native_latent(model, latent)
         if x.ndim != 5:
             raise ValueError(f"latent: needs a video latent [B, C, T, H, W], got {tuple(x.shape)}")
         T = x.shape[2]
