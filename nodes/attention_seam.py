@@ -67,7 +67,7 @@ class ForwardCall:
     family: model_families.Family
     latent_shape: tuple                 # x as the model receives it, e.g. [B, C, T, H, W] ([B*F, C, H, W] for SVD)
     cond_or_uncond: tuple               # per batch chunk: 0 = cond, 1 = uncond (ComfyUI's order)
-    step_fraction: Optional[float]      # step index / number of steps, None when unknown
+    step_fraction: Optional[float]      # where the call sits in sampling, ComfyUI's percent (schedule_percent)
     sigma: Optional[float]
     text_len: Optional[int]             # keys of the text cross-attention (c_crossattn length)
     counters: dict = field(default_factory=dict)
@@ -212,12 +212,14 @@ class Controller:
     def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None,
                     transformer_options=None, **kwargs):
         topts = dict(transformer_options or {})
+        sigma = float(t.flatten()[0]) if torch.is_tensor(t) and t.numel() else None
+        percent = schedule_percent(getattr(getattr(executor, "class_obj", None), "model_sampling", None), sigma)
         topts[CALL_KEY] = ForwardCall(
             family=self.family,
             latent_shape=tuple(x.shape),
             cond_or_uncond=tuple(topts.get("cond_or_uncond") or (0,)),
-            step_fraction=step_fraction(topts),
-            sigma=float(t.flatten()[0]) if torch.is_tensor(t) and t.numel() else None,
+            step_fraction=step_fraction(topts) if percent is None else percent,
+            sigma=sigma,
             text_len=int(c_crossattn.shape[1]) if torch.is_tensor(c_crossattn) and c_crossattn.ndim == 3 else None,
             purpose=topts.get(PURPOSE_KEY, SAMPLE),
         )
@@ -285,10 +287,30 @@ def memo(cache: dict, lock, key, build):
         return cache[key]
 
 
+def schedule_percent(model_sampling, sigma: Optional[float]) -> Optional[float]:
+    """Where ``sigma`` sits in sampling, in the percent ComfyUI's own start/end_percent patches use:
+    the inverse of ``model_sampling.percent_to_sigma`` (the least p with percent_to_sigma(p) <= sigma).
+    It depends on the noise level alone, so a window masks the same steps in one sampler, in split
+    KSamplerAdvanced runs (Wan 2.2's two experts) and in few-step runs. None when unknown."""
+    to_sigma = getattr(model_sampling, "percent_to_sigma", None)
+    if to_sigma is None or sigma is None:
+        return None
+    lo, hi = 0.0, 1.0
+    if float(to_sigma(0.0)) <= sigma:
+        return 0.0
+    for _ in range(40):   # monotone: bisect to ~1e-12
+        mid = (lo + hi) / 2
+        if float(to_sigma(mid)) <= sigma:
+            hi = mid
+        else:
+            lo = mid
+    # Rounded: a step whose sigma is exactly percent_to_sigma(0.5) must read 0.5, not 0.4999999.
+    return round(hi, 6)
+
+
 def step_fraction(topts: dict) -> Optional[float]:
     """Index of the current step over the number of steps, from ComfyUI's sample_sigmas (the whole
-    schedule) and sigmas (the current one). Steps, not sigmas: "the first 4 % of steps" means the
-    same on a shifted flow schedule as on a DDIM one."""
+    schedule) and sigmas (the current one): the fallback where the model has no percent_to_sigma."""
     sched, cur = topts.get("sample_sigmas"), topts.get("sigmas")
     if sched is None or cur is None or len(sched) < 2:
         return None

@@ -323,9 +323,10 @@ class FirstFrameShare(io.ComfyNode):
                                        "first frame's keys (log(strength); 1 = plain, 0 = own frame only). paper: "
                                        "blend with the model's own attention (1 = paper, 0 = off)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="The rule starts at this fraction of the sampling steps."),
+                               tooltip="The rule starts at this point of the denoising schedule, in ComfyUI's percent "
+                                       "(the same noise level in one sampler or in split samplers)."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="The rule ends at this fraction of the steps (the paper shares on every step)."),
+                               tooltip="The rule ends at this percent of the schedule (the paper shares on every step)."),
                 io.String.Input("blocks", default="all",
                                 tooltip="Which transformer blocks: all; indices and ranges like 0-9, 20; or depth "
                                         "fractions like 50%-100%."),

@@ -234,9 +234,11 @@ class MaskedAttentionPatch(io.ComfyNode):
                                 tooltip="The positive prompt, exactly as encoded; every object's subject phrase must "
                                         "appear in it. Needed for cross-attention masking."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Masking starts at this fraction of the sampling steps."),
+                               tooltip="Masking starts at this point of the denoising schedule, in ComfyUI's percent (as "
+                                       "model_sampling.percent_to_sigma maps it: the same noise level in one sampler "
+                                       "or in split KSamplerAdvanced runs)."),
                 io.Float.Input("end_percent", default=0.3, min=0.0, max=1.0, step=0.01,
-                               tooltip="Masking ends at this fraction of the steps (PEEKABOO masks the first few "
+                               tooltip="Masking ends at this percent of the schedule (PEEKABOO masks the first few "
                                        "steps: more = firmer placement, less = more freedom). Default 0.3: best "
                                        "of 0.05-0.3 on the toy-world benchmark."),
                 io.Boolean.Input("self_attention", default=True,

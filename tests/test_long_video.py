@@ -207,13 +207,14 @@ def test_chunks_mix_their_encoded_first_frame_into_the_noise(tiny_model, pack_no
 
 @pytest.mark.comfy
 def test_an_empty_latent_for_another_vae_comes_out_as_the_ksampler_would(tiny_model, pack_nodes, comfy):
-    """Wan 2.2 TI2V-5B (48 channels, 16x) from an empty 16-channel video latent as the empty-latent
-    nodes make it (newer ComfyUI marks it ``downscale_ratio_spacial``: 8): Long Video's chunks have
-    the shape ComfyUI's own KSampler gives that latent."""
-    tm = tiny_model("wan22_ti2v_5b")
+    """An empty latent made for a VAE of another scale (newer ComfyUI marks it with
+    ``downscale_ratio_spacial``, and its KSampler resizes it to the model's; Wan 2.2 TI2V-5B from an
+    8x empty video latent is the case people meet): Long Video's chunks have the shape ComfyUI's
+    own KSampler gives that latent, whichever ComfyUI runs."""
+    tm = tiny_model("wan21_t2v")                          # an 8x model; the latent says 4x
     pos, neg = tm.conditioning()
-    _, _, T, H, W = tm.latent_shape
-    latent = {"samples": torch.zeros(1, 16, T, 2 * H, 2 * W), "downscale_ratio_spacial": 8}
+    _, C, T, H, W = tm.latent_shape
+    latent = {"samples": torch.zeros(1, C, T, 2 * H, 2 * W), "downscale_ratio_spacial": 4}
     (ref,) = comfy.common_ksampler(tm.patcher, 1, 1, 1.0, "euler", "simple", pos, neg, latent)
     (out,) = harness.run_node("BoxDirector.LongVideoChunks", model=tm.patcher, positive=pos, negative=neg,
                               latent=latent, length=4 * (T - 1) + 1, overlap=1, anchor_first_frame=False,
