@@ -95,8 +95,8 @@ At the attention call (``transformer_options["optimized_attention_override"](fun
 **kwargs)``): Wan, LTXV and the UNet pass q/k/v as ``[B, L, heads * dim_head]``; HunyuanVideo as
 ``[B, heads, L, dim_head]`` with ``skip_reshape=True`` and ``mask`` = the additive text key mask
 ``[1, 1, L]`` (or None). The batch is ``len(cond_or_uncond)`` chunks of the latent batch. Self- and
-cross-attention both pass through it (cross: k/v hold the text). Wan and LTXV put nothing of their
-own in ``transformer_options`` (no block index); HunyuanVideo sets ``block_type`` ("double" /
+cross-attention both pass through it (cross: k/v hold the text). LTXV, and Wan in ComfyUI 0.3.75, put
+nothing of their own in ``transformer_options`` (newer ComfyUI's Wan sets ``block_index``); HunyuanVideo sets ``block_type`` ("double" /
 "single"; absent in its text refiner's attention), ``block_index`` and ``total_blocks``; the UNet
 sets ``block`` (("input", id), ...), ``block_index`` and ``activations_shape`` ``[B*F, C, h, w]``,
 the same for a transformer's spatial and temporal calls (tell them apart by the shapes).
