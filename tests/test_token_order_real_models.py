@@ -369,6 +369,58 @@ def test_hunyuan_token_order_labels_and_text(comfy, family, patch):
         assert list(single["options"]["img_slice"]) == [video.start, L]
 
 
+def test_hunyuan_video_pads_odd_latents_but_cannot_unpatchify_them(comfy):
+    """PatchEmbed pads circularly like Wan (ceil tokens, same order), but the final reshape uses
+    floor sizes: odd latent sizes do not run on HunyuanVideo 1.0 (ComfyUI's latents are even)."""
+    import comfy.ops
+
+    latent = (2, 5, 7)
+    model = tiny_hunyuan(comfy.ops, (1, 2, 2), 0)
+    store = {}
+    handle = capture_input(model.double_blocks[0], store, "img", "img")   # runs before the failure
+    try:
+        with torch.no_grad(), pytest.raises(RuntimeError):
+            model(marker_latent((1, 16, *latent)), torch.tensor([500.0]), torch.randn(1, 4, 32))
+    finally:
+        handle.remove()
+    assert tl.token_grid("hunyuan_video", latent) == (2, 3, 4)
+    check_order(decode(store["img"][0]), "hunyuan_video", latent)
+
+
+# --- LTX-Video ----------------------------------------------------------------------------------
+
+def tiny_ltxv(comfy_ops, n_objects, in_channels=16):
+    from comfy.ldm.lightricks.model import LTXVModel
+
+    inner = 64
+    model = LTXVModel(in_channels=in_channels, cross_attention_dim=inner, attention_head_dim=32,
+                      num_attention_heads=2, caption_channels=32, num_layers=1,
+                      operations=comfy_ops.disable_weight_init)
+    randomize(model)
+    w, b = selector_weights(inner, in_channels, (1, 1, 1), n_objects)
+    block = model.transformer_blocks[0]
+    with torch.no_grad():
+        model.patchify_proj.weight.copy_(w[:, :, 0, 0, 0])
+        model.patchify_proj.bias.copy_(b)
+        zero(model.adaln_single.linear)        # timestep modulation 0 ...
+        block.scale_shift_table.zero_()        # ... so attn1 sees rms_norm(x)
+    set_identity(block.attn1.to_v)
+    return model
+
+
+def run_ltxv(model, latent_x):
+    store, capture = {}, Capture()
+    handle = capture_input(model.transformer_blocks[0], store, "x")
+    try:
+        with torch.no_grad():
+            out = model(latent_x, torch.tensor([0.5]), torch.randn(1, 5, 32), None,
+                        transformer_options={"optimized_attention_override": capture})
+    finally:
+        handle.remove()
+    assert out.shape == latent_x.shape
+    return store["x"][0], capture.calls
+
+
 @pytest.mark.parametrize("latent", [(3, 6, 8), (2, 5, 7)])
 def test_ltxv_token_order_and_labels(comfy, latent):
     import comfy.ops
