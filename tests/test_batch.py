@@ -225,3 +225,42 @@ def test_shipped_example_sweep_plans_six_jobs(servers, tmp_path):
     lines = [line for line in log.splitlines() if " job " in line]
     assert proc.returncode == 0 and len(lines) == 6, log
     assert sum("@corners.json" in line for line in lines) == 3, log
+
+
+def test_server_restart_mid_batch_is_reported_and_its_lost_job_sent_again(tmp_path):
+    """A server that goes away with a job queued and comes back empty (a restart): the batch says
+    that it stopped answering, that it answers again and that the job was lost and is sent again,
+    and every job ends done."""
+    from boxdirector.toyworld.install import link_models
+
+    base = tmp_path / "restarting"
+    link_models(base)
+    jobs = [{"KSampler.seed": 300 + i, "Prompt.value": "a red circle",
+             "BoxDirector.BBoxTrajectory.trajectory": traj(0.05 + 0.05 * i, 0.6)} for i in range(4)]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"set": TINY, "jobs": jobs}))
+    out = tmp_path / "out"
+    server = harness.ComfyServer(base)
+    server.start()
+    try:
+        proc = run_batch([WORKFLOW, sweep, "--out", out, "--server", server.url, "--max-queued", "2",
+                          "--no-progress"])
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            recs = journal(out).values()
+            if any(r["status"] == "queued" for r in recs):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stdout.read()
+        server.stop()                                   # its queue is lost with it
+        time.sleep(3)
+        server.start()                                  # same port, same folder, an empty queue
+        log, _ = proc.communicate(timeout=600)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, log
+    assert f"{server.url} stopped answering" in log, log
+    assert f"{server.url} answers again" in log, log
+    assert "came back without job" in log and "sending it again" in log, log
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"done": 4}, manifest["counts"]
