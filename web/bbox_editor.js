@@ -98,29 +98,27 @@ async function uploadImage(file) {
   return { filename: data.name, subfolder: data.subfolder || "", type: data.type || "input" };
 }
 
-// The server's validation errors of the last queued prompt, read from api.queuePrompt's own answer:
+// The server's validation errors of the last queued prompt, read from the /prompt answer itself:
 // newer frontends send no promptQueued event when validation fails, and app.lastNodeErrors is
-// deprecated there.
+// deprecated there. fetchApi, not queuePrompt, is wrapped so that no frame of this file is in the
+// stack of the error the frontend logs for a refused prompt.
 let lastNodeErrors = {};
 const queueListeners = new Set();
 
 function watchQueue() {
-  if (api.boxdirectorQueueWatch || typeof api.queuePrompt !== "function") return;
-  const queuePrompt = api.queuePrompt;
+  if (api.boxdirectorQueueWatch || typeof api.fetchApi !== "function") return;
+  const fetchApi = api.fetchApi;
   api.boxdirectorQueueWatch = true;
   const publish = (errors) => {
     lastNodeErrors = errors || {};
     for (const listener of queueListeners) listener();
   };
-  api.queuePrompt = async function (...args) {
-    try {
-      const answer = await queuePrompt.apply(this, args);
-      publish(answer?.node_errors);
-      return answer;
-    } catch (e) {
-      publish(e?.response?.node_errors);
-      throw e;
+  api.fetchApi = async function (route, options, ...rest) {
+    const res = await fetchApi.call(this, route, options, ...rest);
+    if (route === "/prompt" && String(options?.method || "").toUpperCase() === "POST") {
+      res.clone().json().then((body) => publish(body?.node_errors), () => publish({}));
     }
+    return res;
   };
 }
 
