@@ -5,6 +5,8 @@ its argument parser told ``--cpu`` (the test harness does the same)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 from pathlib import Path
 
@@ -40,22 +42,30 @@ def init_weights(module, seed: int) -> None:
                     torch.nn.init.zeros_(m.bias)
 
 
-def training(fn):
-    """Run ``fn`` with ComfyUI's ``comfy.model_management.in_training`` set (restored after): newer
+
+@contextlib.contextmanager
+def in_training():
+    """ComfyUI's ``comfy.model_management.in_training`` set within the block (restored after): newer
     ComfyUI's rope kernels (comfy_kitchen) have no backward otherwise. 0.3.75 has no such flag."""
-    import functools
+    ensure_comfy_path()
+    import comfy.model_management as mm
+
+    if not hasattr(mm, "in_training"):
+        yield
+        return
+    before, mm.in_training = mm.in_training, True
+    try:
+        yield
+    finally:
+        mm.in_training = before
+
+
+def training(fn):
+    """``fn`` run :func:`in_training` (the training scripts' ``main``)."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        ensure_comfy_path()
-        import comfy.model_management as mm
-
-        if not hasattr(mm, "in_training"):
+        with in_training():
             return fn(*args, **kwargs)
-        before, mm.in_training = mm.in_training, True
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            mm.in_training = before
 
     return run
